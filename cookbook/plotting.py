@@ -65,3 +65,23 @@ def heatmap(values, row_labels: Sequence, col_labels: Sequence, *, xlabel: str =
     ax.figure.colorbar(im, ax=ax)
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     return ax
+
+
+def soft_targets(probs: Mapping[str, Sequence[float]], class_names: Sequence[str], *, image=None,
+                 title: str = "", ax=None):
+    """Grouped bars of class probabilities, one group per setting (e.g. {"T=1": p, "T=4": p}),
+    with the input image beside them when given. Log scale: the small probabilities are the point."""
+    if image is not None and ax is None:
+        fig, (ax_img, ax) = plt.subplots(1, 2, figsize=(8, 3), gridspec_kw={"width_ratios": [1, 4]})
+        ax_img.imshow(np.asarray(image).squeeze(), cmap="gray")
+        ax_img.set_axis_off()
+    ax = ax or plt.subplots(figsize=(7, 3))[1]
+    width = 0.8 / len(probs)
+    x = np.arange(len(class_names))
+    for k, (label, p) in enumerate(probs.items()):
+        ax.bar(x + (k - (len(probs) - 1) / 2) * width, np.asarray(p, dtype=float), width, label=label)
+    ax.set_yscale("log")
+    ax.set_xticks(x, class_names, rotation=30, ha="right", fontsize=8)
+    ax.set(ylabel="probability", title=title)
+    ax.legend(fontsize=8)
+    return ax
