@@ -133,3 +133,14 @@ def test_plotting_smoke():
     plotting.bars(["x", "y"], [0.8, 0.9], [0.01, 0.02], reference={"teacher": 0.93})
     ax = plotting.heatmap([[0.1, 0.5], [0.3, 0.2]], [1, 2], ["a", "b"])
     assert len(ax.patches) == 1
+
+
+def test_torchvision_timm_transformers_import_after_cookbook():
+    # CPU torch + PyPI's CUDA torchvision: the import hook in cookbook._compat must make all three work
+    import subprocess
+    import sys
+
+    code = ("import cookbook, sys; assert 'torchvision' not in sys.modules; "
+            "import timm, torchvision; from transformers import LlamaConfig; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]

@@ -95,3 +95,15 @@ def test_build_writes_asset_card_and_manifest(tmp_path, monkeypatch):
     assert torch.equal(model.weight, nn.Linear(4, 2).weight)
     with pytest.raises(ValueError, match="already registered"):
         teachers.register(teachers.TeacherSpec("toy", lambda: nn.Linear(4, 2), recipe, "acc", "again"))
+
+
+def test_random_shift_flip_keeps_background_and_content():
+    from cookbook.teachers.recipes import random_shift_flip
+
+    x = torch.full((64, 1, 8, 8), -0.8)
+    x[:, :, 3:5, 3:5] = 2.0                                   # a bright 2x2 square on a dark background
+    out = random_shift_flip(x, max_shift=2, generator=torch.Generator().manual_seed(0))
+    assert out.shape == x.shape
+    assert torch.all((out == x.amin()) | (out == 2.0))        # borders padded with the background, not 0
+    assert torch.all((out == 2.0).sum((1, 2, 3)) == 4)        # the square is moved, never cropped (shift 2)
+    assert not torch.equal(out, x)

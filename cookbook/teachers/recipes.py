@@ -10,13 +10,15 @@ from cookbook.train import evaluate, fit
 
 
 def random_shift_flip(x: torch.Tensor, max_shift: int = 2, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Per-image random translation by up to ``max_shift`` pixels (zero padded) and horizontal flip.
+    """Per-image random translation by up to ``max_shift`` pixels and horizontal flip.
 
-    x: (B, 1, H, W) -> (B, 1, H, W). The standard light augmentation for Fashion-MNIST.
+    x: (B, 1, H, W) -> (B, 1, H, W). The standard light augmentation for Fashion-MNIST. The border
+    is padded with the image minimum (the normalised black background), not 0: padding normalised
+    images with 0 paints grey borders that test images never have.
     """
     B, _, H, W = x.shape
     p = max_shift
-    padded = F.pad(x[:, 0], (p, p, p, p))                                         # (B, H+2p, W+2p)
+    padded = F.pad(x[:, 0], (p, p, p, p), value=float(x.amin()))                  # (B, H+2p, W+2p)
     dy = torch.randint(0, 2 * p + 1, (B,), generator=generator, device=x.device)
     dx = torch.randint(0, 2 * p + 1, (B,), generator=generator, device=x.device)
     rows = torch.arange(H, device=x.device)[None, :] + dy[:, None]                # (B, H)
