@@ -147,10 +147,8 @@ def _download_fashion_mnist(root: Path) -> Path:
     """Fetch the official files with torchvision into ``root``; returns the folder of IDX files."""
     from torchvision.datasets import FashionMNIST
 
-    import cookbook  # noqa: F401  (the torchvision work-around runs before torchvision is imported)
-
     for train in (True, False):
-        FashionMNIST(str(root), train=train, download=True)
+        FashionMNIST(str(root), train=train, download=True)  # reached only with online=True
     return root / "FashionMNIST" / "raw"
 
 
