@@ -66,6 +66,10 @@ def run_notebook(path: Path, fast: bool, timeout: int = 1800) -> tuple[bool, str
                 message = f"cell {i} failed: " + (first[-1] if first else repr(err))
                 break
     seconds = time.perf_counter() - start
+    for cell in nb.cells:      # progress bars printed as text (no widgets) would bloat the file
+        if cell.cell_type == "code":
+            cell.outputs = [o for o in cell.get("outputs", [])
+                            if not (o.get("name") == "stderr" and "\r" in o.get("text", ""))]
     out = path if (not fast and ok) else results_dir() / "executed" / path.name
     out.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, out)
