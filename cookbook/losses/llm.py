@@ -147,7 +147,7 @@ def check_logits(name: str, x: Tensor) -> None:
 # ----------------------------------------------------------------------------- row divergences
 
 
-def _rowdot(x: Tensor, y: Tensor) -> Tensor:
+def rowdot(x: Tensor, y: Tensor) -> Tensor:
     """sum_j x_ij y_ij without an (N, V) temporary."""
     return torch.bmm(x.unsqueeze(1), y.unsqueeze(2)).view(-1)
 
@@ -161,29 +161,37 @@ def row_divergence(logq: Tensor, logp: Tensor, *, divergence: str, beta: float =
     logq, logp = logq.clamp_min(NEG), logp.clamp_min(NEG)
     q, p = logq.exp(), logp.exp()
     if divergence == "forward_kl" or (divergence == "jsd" and beta == 0.0):
-        return _rowdot(p, logp - logq)  # KL(p || q)
+        return rowdot(p, logp - logq)  # KL(p || q)
     if divergence == "reverse_kl" or (divergence == "jsd" and beta == 1.0):
-        return _rowdot(q, logq - logp)  # KL(q || p)
+        return rowdot(q, logq - logp)  # KL(q || p)
     if divergence == "jsd":
         logm = torch.logaddexp(logp + math.log(beta), logq + math.log1p(-beta))  # m = b p + (1-b) q
-        return beta * _rowdot(p, logp - logm) + (1 - beta) * _rowdot(q, logq - logm)
+        return beta * rowdot(p, logp - logm) + (1 - beta) * rowdot(q, logq - logm)
     mix = (1 - t) * logq.detach() + t * logp  # TAID: the target never carries gradient
     logr = F.log_softmax(mix, dim=-1)
-    return _rowdot(logr.exp(), logr - logq)  # KL(r_t || q)
+    return rowdot(logr.exp(), logr - logq)  # KL(r_t || q)
+
+
+def bins_from_parts(a_top: Tensor, lse_tail: Tensor, logprobs: Tensor, *,
+                    tail_empty: bool) -> tuple[Tensor, Tensor]:
+    """k + 1 outcome log-probs from the student's top-k scaled logits a_top (N, k), the
+    log-sum-exp of its other logits lse_tail (N,) and the teacher's logprobs (N, k)."""
+    lse = torch.logaddexp(lse_tail, a_top.logsumexp(-1))  # (N,) student normaliser
+    logq = torch.cat([a_top, lse_tail[:, None]], dim=1) - lse[:, None]  # (N, k+1)
+    tail = (1.0 - logprobs.float().exp().sum(-1)).clamp_min(0.0)  # (N,) teacher tail mass r
+    if tail_empty:  # k = V: the tail is empty, so r is rounding noise, not mass
+        tail = torch.zeros_like(tail)
+    logp = torch.cat([logprobs.float(), tail.log()[:, None]], dim=1)  # (N, k+1)
+    return logq, logp
 
 
 def topk_bins(student_logits: Tensor, teacher: TopKTeacher, T: float) -> tuple[Tensor, Tensor]:
     """Student and teacher log-probs over the k + 1 outcomes (top-k tokens, tail). (N, k+1) each."""
     a = student_logits.float() / T  # (N, V)
     a_top = a.gather(1, teacher.indices)  # (N, k)
-    lse_tail = a.scatter(1, teacher.indices, NEG).logsumexp(-1, keepdim=True)  # (N, 1)
-    lse = torch.logaddexp(lse_tail, a_top.logsumexp(-1, keepdim=True))  # (N, 1)
-    logq = torch.cat([a_top, lse_tail], dim=1) - lse  # (N, k+1)
-    tail = teacher.tail_mass().unsqueeze(1)  # (N, 1)
-    if teacher.indices.shape[1] == a.shape[1]:  # k = V: the tail is empty, not rounding noise
-        tail = torch.zeros_like(tail)
-    logp = torch.cat([teacher.logprobs.float(), tail.log()], dim=1)  # (N, k+1)
-    return logq, logp
+    lse_tail = a.scatter(1, teacher.indices, NEG).logsumexp(-1)  # (N,)
+    return bins_from_parts(a_top, lse_tail, teacher.logprobs,
+                           tail_empty=teacher.indices.shape[1] == a.shape[1])
 
 
 def reduce_tokens(per_token: Tensor, keep: Tensor, reduction: str) -> Tensor:
