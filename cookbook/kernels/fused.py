@@ -66,17 +66,24 @@ def triton_available() -> bool:
     return True
 
 
-def auto_chunk_size(n_rows: int, vocab: int, student_dim: int, teacher_dim: int = 0,
-                    n_buffers: int = 5, budget: float = 0.2) -> int:
-    """Rows per chunk so that ``n_buffers`` fp32 (c, V) workspaces stay near ``budget`` x floor.
+# fp32 (c, V) buffers alive at once in chunked.py, per teacher kind and divergence
+_BUFFERS = {"forward_kl": 3, "reverse_kl": 3, "jsd": 5, "taid": 4, "topk": 2}
 
-    The floor counts the weights, the head gradient and the hidden states (and their gradient) in
-    elements, as ``bench.physical_floor_bytes`` does. The chunk is a power of two in [16, 4096]: too
-    small a chunk re-reads dW (V x H) too often, too large one costs memory.
+
+def auto_chunk_size(n_rows: int, vocab: int, student_dim: int, teacher_dim: int = 0, *,
+                    divergence: str = "forward_kl", topk: bool = False,
+                    budget: float = 0.3) -> int:
+    """Rows per chunk so that the chunk's fp32 (c, V) workspace stays near ``budget`` x floor.
+
+    The floor counts, in elements, the weights, the head gradient and the hidden states (and their
+    gradient), as ``bench.physical_floor_bytes`` does. Larger chunks make better matmuls (and
+    re-read dW less often); smaller ones save memory. Result: a multiple of 64 in [64, 4096]
+    (16 for tiny inputs), at most n_rows.
     """
     floor = vocab * (2 * student_dim + teacher_dim) + n_rows * (2 * student_dim + teacher_dim)
-    c = int(budget * floor / (n_buffers * vocab))
-    c = 1 << max(4, min(12, max(c, 1).bit_length() - 1))
+    n_buf = _BUFFERS["topk" if topk else divergence]
+    c = int(budget * floor / (n_buf * vocab))
+    c = max(64, min(4096, c // 64 * 64)) if c >= 64 else max(16, c // 16 * 16)
     return max(1, min(c, n_rows))
 
 
@@ -266,7 +273,9 @@ def fused_linear_distill(student_hidden: Tensor, student_head: Tensor,
     if backend == "auto":
         backend = "triton" if student_hidden.is_cuda and triton_available() else "torch"
     t_dim = teacher.hidden.shape[1] if isinstance(teacher, TeacherHead) else 0
-    chunk = chunk_size or auto_chunk_size(n_valid, vocab, student_hidden.shape[1], t_dim)
+    chunk = chunk_size or auto_chunk_size(n_valid, vocab, student_hidden.shape[1], t_dim,
+                                          divergence=chunked.canonical(divergence, beta),
+                                          topk=isinstance(teacher, TopKTeacher))
     plan = _Plan(divergence, float(T), float(beta), t, 1.0 / n_valid if reduction == "mean"
                  else 1.0, chunk, backend)
     if isinstance(teacher, TeacherHead):
