@@ -259,13 +259,13 @@ def run(shapes, ns, methods, divergence, threads, max_bytes, device, seed=0, log
                     log(f"  {method:12s} skipped: {reason}")
                     continue
                 done.append(dict(method=method, shape=shape, N=n, peak_bytes=res["peak_bytes"]))
-                if method == "naive":
-                    naive_time = res["time_s"]
                 row.update(status="ok", reason="", time_s=round(res["time_s"], 3),
                            peak_mib=round(res["peak_bytes"] / 2**20, 1),
                            peak_over_floor=round(res["peak_bytes"] / floor, 3),
                            chunk=res["chunk"], loss=f"{res['loss']:.6g}")
                 rows.append(row)
+                if method == "naive":
+                    naive_time = row["time_s"]
                 log(f"  {method:12s} {res['time_s']:8.2f} s   peak {res['peak_bytes'] / 2**20:9,.0f}"
                     f" MiB = {res['peak_bytes'] / floor:5.2f} x M_min   loss {res['loss']:.6g}")
             _fill_naive_ratio(rows, shape, n, naive_time)

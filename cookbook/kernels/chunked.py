@@ -22,7 +22,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from cookbook.losses.llm import NEG, rowdot, bins_from_parts, row_divergence
+from cookbook.losses.llm import NEG, bins_from_parts, row_divergence, rowdot
 
 
 def canonical(divergence: str, beta: float) -> str:

@@ -119,7 +119,7 @@ def _dense_kd_kernel(S, TLOG, LOSS, stride_s, stride_t, V, inv_T, beta, t_mix, g
             aux += tl.where(msk, kl_q, 0.0)
         else:
             # the reference mixes floored log-probs; for finite logits that equals mix - lse_c
-            lr = ((1.0 - t_mix) * a + t_mix * b) - lse_c
+            lr = tl.maximum(((1.0 - t_mix) * a + t_mix * b) - lse_c, NEG)
             r = tl.exp(lr)
             term = r * (lr - lq)
             if NEED_GRAD:
