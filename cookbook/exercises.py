@@ -1,0 +1,78 @@
+"""Exercise checks: compare a reader's function with the package's reference on fixed cases.
+
+Each ``check_*`` prints ``pass`` or ``FAIL`` with the largest absolute difference, or ``not attempted
+yet`` when the stub still raises NotImplementedError (so an untouched notebook runs green). It
+returns True / False / None accordingly; solutions notebooks assert it is True.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+
+def _max_diff(a, b) -> float:
+    a, b = torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64)
+    if a.shape != b.shape:
+        return float("inf")
+    return (a - b).abs().max().item() if a.numel() else 0.0
+
+
+def check(name: str, fn: Callable, reference: Callable, cases: Sequence[tuple | dict], atol: float = 1e-5) -> bool | None:
+    """Run ``fn`` and ``reference`` on every case (positional tuple or keyword dict) and compare."""
+    worst = 0.0
+    for case in cases:
+        args, kwargs = (case, {}) if isinstance(case, tuple) else ((), case)
+        try:
+            got = fn(*args, **kwargs)
+        except NotImplementedError:
+            print(f"{name}: not attempted yet")
+            return None
+        want = reference(*args, **kwargs)
+        if got is None:
+            print(f"{name}: FAIL (returned None)")
+            return False
+        if torch.as_tensor(got).shape != torch.as_tensor(want).shape:
+            print(f"{name}: FAIL (shape {tuple(torch.as_tensor(got).shape)}, expected {tuple(torch.as_tensor(want).shape)})")
+            return False
+        worst = max(worst, _max_diff(got, want))
+    ok = worst <= atol
+    print(f"{name}: {'pass' if ok else 'FAIL'} (max |difference| = {worst:.2e}, tolerance {atol:.0e})")
+    return ok
+
+
+def _logit_cases(seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.randn(b, c, generator=g) * s, torch.randn(b, c, generator=g) * s)
+            for b, c, s in ((4, 10, 1.0), (7, 3, 5.0), (1, 26, 0.1))]
+
+
+# --- notebook 00: quickstart -------------------------------------------------------------------
+
+def check_soft_targets(fn: Callable) -> bool | None:
+    """Exercise: ``fn(logits, T)`` -> temperature softmax (B, C)."""
+    from cookbook.losses import soft_targets
+    cases = [(s, T) for (s, _), T in zip(_logit_cases(), (1.0, 4.0, 0.5))]
+    return check("soft_targets", fn, soft_targets, cases)
+
+
+def check_kd_loss(fn: Callable) -> bool | None:
+    """Exercise: ``fn(student_logits, teacher_logits, T)`` -> T^2-scaled batch-mean KL (scalar)."""
+    from cookbook.losses import kd_loss
+    cases = [(s, t, T) for (s, t), T in zip(_logit_cases(1), (1.0, 4.0, 2.0))]
+    return check("kd_loss", fn, lambda s, t, T: kd_loss(s, t, T=T), cases)
+
+
+def check_semi_supervised_kd(fn: Callable) -> bool | None:
+    """Exercise: ``fn(student_logits, teacher_logits, labels, T, alpha)`` where labels == -100 marks
+    unlabelled images: alpha * KD on every image + (1 - alpha) * CE averaged over labelled ones."""
+    from cookbook.losses import kd_loss
+    g = torch.Generator().manual_seed(2)
+    cases = []
+    for (s, t), alpha in zip(_logit_cases(2), (0.5, 0.9, 0.1)):
+        labels = torch.randint(0, s.shape[1], (s.shape[0],), generator=g)
+        labels[torch.rand(s.shape[0], generator=g) < 0.5] = -100
+        cases.append((s, t, labels, 2.0, alpha))
+    return check("semi_supervised_kd", fn,
+                 lambda s, t, y, T, a: kd_loss(s, t, T=T, labels=y, alpha=a), cases)

@@ -1,0 +1,87 @@
+"""Standard figures, one call each. Small PNGs (the committed notebooks stay light)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib
+
+if matplotlib.get_backend().lower() == "agg" or not matplotlib.get_backend():
+    matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+plt.rcParams.update({"figure.dpi": 80, "savefig.dpi": 80, "axes.grid": True, "grid.alpha": 0.3,
+                     "axes.spines.top": False, "axes.spines.right": False, "figure.figsize": (6, 3.6)})
+
+
+def curves(series: Mapping[str, Sequence[Sequence[float]] | Sequence[float]], *, xlabel: str = "epoch",
+           ylabel: str = "", title: str = "", ax=None):
+    """Learning curves: {label: values} or {label: [values per seed]} (mean line, min-max band)."""
+    ax = ax or plt.subplots()[1]
+    for label, values in series.items():
+        arr = np.asarray(values, dtype=float)
+        arr = arr[None] if arr.ndim == 1 else arr                       # (seeds, steps)
+        x = np.arange(1, arr.shape[1] + 1)
+        line, = ax.plot(x, arr.mean(0), label=label)
+        if arr.shape[0] > 1:
+            ax.fill_between(x, arr.min(0), arr.max(0), color=line.get_color(), alpha=0.2)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.legend(fontsize=8)
+    return ax
+
+
+def bars(labels: Sequence[str], means: Sequence[float], stds: Sequence[float] | None = None, *,
+         ylabel: str = "", title: str = "", reference: Mapping[str, float] | None = None, ax=None):
+    """Bar chart of results with error bars; ``reference`` draws labelled horizontal lines (e.g. teacher)."""
+    ax = ax or plt.subplots()[1]
+    x = np.arange(len(labels))
+    ax.bar(x, means, yerr=stds, capsize=4, color="tab:blue", alpha=0.8)
+    for name, value in (reference or {}).items():
+        ax.axhline(value, ls="--", color="gray", lw=1)
+        ax.text(len(labels) - 0.5, value, f" {name}", va="bottom", ha="right", fontsize=8, color="gray")
+    lo = min(np.asarray(means) - (np.asarray(stds) if stds is not None else 0))
+    hi = max([*means, *(reference or {}).values()])
+    ax.set_ylim(lo - 0.1 * (hi - lo + 1e-9), hi + 0.1 * (hi - lo + 1e-9))
+    ax.set_xticks(x, labels, rotation=15, ha="right", fontsize=8)
+    ax.set(ylabel=ylabel, title=title)
+    return ax
+
+
+def heatmap(values, row_labels: Sequence, col_labels: Sequence, *, xlabel: str = "", ylabel: str = "",
+            title: str = "", fmt: str = "{:.3f}", ax=None):
+    """A grid of numbers (e.g. accuracy over temperature x alpha), annotated, best cell boxed."""
+    values = np.asarray(values, dtype=float)
+    ax = ax or plt.subplots()[1]
+    im = ax.imshow(values, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(col_labels)), [str(c) for c in col_labels])
+    ax.set_yticks(range(len(row_labels)), [str(r) for r in row_labels])
+    ax.grid(False)
+    best = np.unravel_index(np.nanargmax(values), values.shape)
+    for (i, j), v in np.ndenumerate(values):
+        ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=8,
+                color="black" if v > np.nanmean(values) else "white", fontweight="bold" if (i, j) == best else None)
+    ax.add_patch(plt.Rectangle((best[1] - 0.5, best[0] - 0.5), 1, 1, fill=False, ec="red", lw=2))
+    ax.figure.colorbar(im, ax=ax)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    return ax
+
+
+def soft_targets(probs: Mapping[str, Sequence[float]], class_names: Sequence[str], *, image=None,
+                 title: str = "", ax=None):
+    """Grouped bars of class probabilities, one group per setting (e.g. {"T=1": p, "T=4": p}),
+    with the input image beside them when given. Log scale: the small probabilities are the point."""
+    if image is not None and ax is None:
+        fig, (ax_img, ax) = plt.subplots(1, 2, figsize=(8, 3), gridspec_kw={"width_ratios": [1, 4]})
+        ax_img.imshow(np.asarray(image).squeeze(), cmap="gray")
+        ax_img.set_axis_off()
+    ax = ax or plt.subplots(figsize=(7, 3))[1]
+    width = 0.8 / len(probs)
+    x = np.arange(len(class_names))
+    for k, (label, p) in enumerate(probs.items()):
+        ax.bar(x + (k - (len(probs) - 1) / 2) * width, np.asarray(p, dtype=float), width, label=label)
+    ax.set_yscale("log")
+    ax.set_xticks(x, class_names, rotation=30, ha="right", fontsize=8)
+    ax.set(ylabel="probability", title=title)
+    ax.legend(fontsize=8)
+    return ax

@@ -1,0 +1,104 @@
+"""Results every notebook records: ``record(...)`` -> results/<notebook>.json -> results/SUMMARY.md.
+
+A row is one (method, metric) measured in one mode (FAST or FULL), with the device, date and
+commit it was measured on and the paper's claim beside it. Nothing in a table is typed by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+from cookbook.config import mode, results_dir
+from cookbook.utils import device_name, git_commit
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    values = [float(v) for v in values]
+    if not values:
+        raise ValueError("mean_std of no values")
+    m = sum(values) / len(values)
+    s = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    return m, s
+
+
+def record(notebook: str, method: str, metric: str, value: float | Sequence[float], *,
+           paper: str | None = None, note: str | None = None, **extra) -> dict:
+    """Store one result row in results/<notebook>.json (replacing the same method/metric/mode).
+
+    value: one number, or one number per seed (mean, std and the seed count are then stored).
+    paper: the paper's claim in words, e.g. "+1.3 pts on CIFAR-100 (ResNet32x4 -> 8x4)".
+    """
+    values = [float(v) for v in value] if isinstance(value, Iterable) else [float(value)]
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError(f"{notebook}/{method}/{metric}: non-finite value {values}")
+    m, s = mean_std(values)
+    row = {"notebook": notebook, "method": method, "metric": metric, "value": m, "std": s,
+           "seeds": len(values), "values": values, "paper": paper, "note": note, "mode": mode(),
+           "device": device_name(), "commit": git_commit(),
+           "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), **extra}
+    path = results_dir() / f"{notebook}.json"
+    rows = load(notebook)
+    rows = [r for r in rows if (r["method"], r["metric"], r["mode"]) != (method, metric, row["mode"])]
+    path.write_text(json.dumps(rows + [row], indent=1) + "\n")
+    return row
+
+
+def load(notebook: str | None = None) -> list[dict]:
+    """Rows of one notebook, or of every results/*.json when ``notebook`` is None."""
+    paths = [results_dir() / f"{notebook}.json"] if notebook else sorted(results_dir().glob("*.json"))
+    rows = []
+    for p in paths:
+        if p.exists():
+            rows += json.loads(p.read_text())
+    return rows
+
+
+def fmt(row: dict, digits: int = 4) -> str:
+    """``0.8474 +- 0.0027 (3 seeds)`` or ``0.8474``."""
+    if row["seeds"] > 1:
+        return f"{row['value']:.{digits}f} +- {row['std']:.{digits}f} ({row['seeds']} seeds)"
+    return f"{row['value']:.{digits}f}"
+
+
+def table(rows: list[dict], notebook_column: bool = False) -> str:
+    """A markdown table: [notebook] | method | metric | ours | paper's claim | mode."""
+    head = (["notebook"] if notebook_column else []) + ["method", "metric", "ours", "paper's claim", "mode"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = ([r["notebook"]] if notebook_column else []) + [r["method"], r["metric"], fmt(r),
+                                                                r.get("paper") or "", r["mode"]]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def show(notebook: str, mode_: str | None = None) -> str:
+    """Display (in Jupyter) and return the markdown table of a notebook's rows of this mode."""
+    rows = [r for r in load(notebook) if r["mode"] == (mode_ or mode())]
+    text = table(rows)
+    try:
+        from IPython import get_ipython
+        from IPython.display import Markdown, display
+        if get_ipython() is not None:
+            display(Markdown(text))
+            return text
+    except ImportError:
+        pass
+    print(text)
+    return text
+
+
+def write_summary() -> Path:
+    """results/SUMMARY.md: every notebook's rows, FULL first, with where they were measured."""
+    rows = load()
+    rows.sort(key=lambda r: (r["mode"] != "FULL", r["notebook"]))
+    stamp = {(r["device"], r["commit"]) for r in rows}
+    text = "# Results summary\n\n" + table(rows, notebook_column=True) + "\n\n"
+    text += "Measured on: " + "; ".join(f"{d} at commit {c}" for d, c in sorted(stamp)) + "\n"
+    path = results_dir() / "SUMMARY.md"
+    path.write_text(text)
+    return path

@@ -1,0 +1,101 @@
+"""Teacher registry: name -> architecture, committed weights, the recipe that made them, its metric.
+
+``load(name)`` returns a frozen eval-mode model whose safetensors file was checked against
+assets/MANIFEST. ``build(name)`` (``python -m cookbook.teachers build NAME``) reruns the recipe,
+overwrites the asset, re-registers its sha256 and writes the measured metric next to it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from cookbook import assets
+from cookbook.config import ASSETS
+from cookbook.utils import device_name, git_commit
+
+
+@dataclass(frozen=True)
+class TeacherSpec:
+    name: str
+    architecture: Callable[[], nn.Module]              # untrained model of the right shape
+    recipe: Callable[[int], tuple[nn.Module, dict]]    # seed -> (trained model, measured metrics)
+    metric: str                                        # headline metric name in the metrics dict
+    description: str
+
+    @property
+    def asset(self) -> str:
+        return f"teachers/{self.name}.safetensors"
+
+    @property
+    def card(self) -> str:
+        return f"teachers/{self.name}.json"
+
+
+REGISTRY: dict[str, TeacherSpec] = {}
+
+
+def register(spec: TeacherSpec) -> TeacherSpec:
+    if spec.name in REGISTRY:
+        raise ValueError(f"teacher {spec.name!r} is already registered")
+    REGISTRY[spec.name] = spec
+    return spec
+
+
+def get_spec(name: str) -> TeacherSpec:
+    if name not in REGISTRY:
+        raise ValueError(f"unknown teacher {name!r}; available: {sorted(REGISTRY)}")
+    return REGISTRY[name]
+
+
+def card(name: str) -> dict:
+    """The teacher's card: recipe, measured metrics, date, device, commit, sha256."""
+    return json.loads(assets.asset(get_spec(name).card).read_text())
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    """Eval mode and no gradients: a teacher never trains (and BatchNorm statistics never move)."""
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def load(name: str, device: torch.device | str = "cpu") -> nn.Module:
+    """The registered teacher ``name``: architecture + sha256-checked safetensors weights, frozen."""
+    spec = get_spec(name)
+    path = assets.asset(spec.asset)               # raises a clear error if missing or corrupt
+    model = spec.architecture()
+    model.load_state_dict(load_file(str(path)))
+    model.fingerprint = assets.read_manifest()[spec.asset][0][:16]   # keys the output caches
+    return freeze(model.to(device))
+
+
+def build(name: str, seed: int = 0) -> dict:
+    """Rerun ``name``'s recipe, write its safetensors asset and card, update MANIFEST; return the card."""
+    spec = get_spec(name)
+    start = time.perf_counter()
+    model, metrics = spec.recipe(seed)
+    path = ASSETS / spec.asset
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(path))
+    digest = assets.register(path)
+    info = {
+        "name": name, "description": spec.description, "seed": seed, "metric": spec.metric,
+        "metrics": metrics, "parameters": sum(p.numel() for p in model.parameters()),
+        "sha256": digest, "bytes": path.stat().st_size, "seconds": round(time.perf_counter() - start, 1),
+        "device": device_name(), "date": date.today().isoformat(), "commit": git_commit(),
+        "rebuild": f"python -m cookbook.teachers build {name}",
+    }
+    card_path = ASSETS / spec.card
+    card_path.write_text(json.dumps(info, indent=2) + "\n")
+    assets.register(card_path)
+    return info
