@@ -53,6 +53,7 @@ SHAPES = {  # name: (H, V); student and teacher share H
 METHODS = ("naive", "recompute", "ours", "ours-triton", "liger")
 RECOMPUTE_CHUNK = 256  # TRL's _CHUNKED_LM_HEAD_CHUNK_SIZE
 NAIVE_NV_BUFFERS = 8  # analytic guess for naive's (N, V) fp32 buffers before any measurement
+PREDICTION_MARGIN = 1.25  # a one-point prediction fell 15% short (Llama-3 naive, N=4096)
 FIELDS = ["device", "date", "commit", "torch", "threads", "shape", "H", "V", "N", "method",
           "divergence", "status", "reason", "time_s", "peak_mib", "floor_mib", "peak_over_floor",
           "time_over_naive", "naive_time", "chunk", "loss"]
@@ -247,7 +248,7 @@ def run(shapes, ns, methods, divergence, threads, max_bytes, device, seed=0, log
                 reason = _unavailable(method, device, divergence)
                 need, how = _predict_peak(method, shape, n, vocab, floor, done)
                 limit = min(max_bytes, int(0.9 * _mem_available())) if device == "cpu" else max_bytes
-                if reason is None and need > limit:
+                if reason is None and PREDICTION_MARGIN * need > limit:
                     reason = (f"would need ~{need / 2**30:.1f} GiB ({how}); limit "
                               f"{limit / 2**30:.1f} GiB")
                 if reason is None:
@@ -315,6 +316,20 @@ def write_csv(rows, path: Path) -> None:
         out = csv.DictWriter(f, fieldnames=FIELDS, extrasaction="ignore")
         out.writeheader()
         out.writerows(rows)
+
+
+def load_csv(path: str | Path) -> list[dict]:
+    """Rows of a benchmark CSV written by ``main``, numbers converted back (blank stays "")."""
+    ints, floats = ("threads", "H", "V", "N"), ("time_s", "peak_mib", "floor_mib",
+                                                "peak_over_floor", "time_over_naive")
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        for k in ints:
+            r[k] = int(r[k])
+        for k in floats:
+            r[k] = float(r[k]) if r.get(k) not in (None, "") else ""
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:

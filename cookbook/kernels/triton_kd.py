@@ -182,6 +182,11 @@ def _block_v(V: int, block_v: int | None) -> int:
     return block_v or min(4096, triton.next_power_of_2(V))
 
 
+def _warps(block: int) -> int:
+    """More warps for wide blocks: ~10 live fp32 vectors of BLOCK_V must fit in registers."""
+    return 16 if block >= 4096 else 8 if block >= 1024 else 4
+
+
 def _check_buffer(x: torch.Tensor) -> None:
     if x.dtype != torch.float32 or x.stride(1) != 1:
         raise ValueError("the Triton path expects fp32 row-contiguous (c, V) logits buffers")
@@ -200,7 +205,7 @@ def dense_chunk(s: torch.Tensor, tlog: torch.Tensor, *, divergence: str, T: floa
         s, tlog, loss, s.stride(0), tlog.stride(0), V, 1.0 / T,
         float(beta) if divergence == "jsd" else 0.5, float(t) if t is not None else 0.0,
         float(grad_scale), DIV=_DIV_CODE[divergence], NEED_GRAD=bool(need_grad),
-        BLOCK_V=_block_v(V, block_v))
+        BLOCK_V=_block_v(V, block_v), num_warps=_warps(_block_v(V, block_v)))
     return loss, (s if need_grad else None)
 
 

@@ -43,6 +43,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from cookbook.losses._checks import check_temperature, check_unit_interval
+
 DIVERGENCES = ("forward_kl", "reverse_kl", "jsd", "taid")
 REDUCTIONS = ("mean", "sum", "none")
 NEG = -1e30  # floor for log-probabilities: exp(NEG) == 0 exactly, and NEG - NEG is finite
@@ -79,18 +81,15 @@ class TopKTeacher(NamedTuple):
 # ----------------------------------------------------------------------------- validation
 
 
-def check_temperature(T: float) -> None:
-    if not (isinstance(T, (int, float)) and math.isfinite(T) and T > 0):
-        raise ValueError(f"temperature T must be a finite number > 0, got {T!r}")
-
-
 def check_divergence(divergence: str, beta: float, t: float | None) -> None:
     if divergence not in DIVERGENCES:
         raise ValueError(f"unknown divergence {divergence!r}; choose one of {DIVERGENCES}")
-    if divergence == "jsd" and not 0.0 <= beta <= 1.0:
-        raise ValueError(f"beta must be in [0, 1] for the generalized JSD, got {beta}")
-    if divergence == "taid" and (t is None or not 0.0 <= t <= 1.0):
-        raise ValueError(f"TAID needs its interpolation time t in [0, 1], got {t!r}")
+    if divergence == "jsd":
+        check_unit_interval(beta, "beta (the generalized JSD's weight)")
+    if divergence == "taid" and t is None:
+        raise ValueError("TAID needs its interpolation time t in [0, 1] (see TAIDSchedule)")
+    if divergence == "taid":
+        check_unit_interval(t, "TAID's interpolation time t")
 
 
 def check_topk(teacher: TopKTeacher, n: int, vocab: int, T: float) -> None:
