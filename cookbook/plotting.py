@@ -85,3 +85,33 @@ def soft_targets(probs: Mapping[str, Sequence[float]], class_names: Sequence[str
     ax.set(ylabel="probability", title=title)
     ax.legend(fontsize=8)
     return ax
+
+
+def plot_benchmark(rows: Sequence[Mapping], *, title: str = "", axes=None):
+    """Peak memory / M_min and time / naive against tokens N, one line per (shape, method), from
+    the rows of ``cookbook bench kd-loss`` (its CSV via ``cookbook.kernels.bench.load_csv``).
+    Dotted lines: the floor (1) and the issue's CPU targets (1.5 x M_min, 1.3 x naive)."""
+    if axes is None:
+        axes = plt.subplots(1, 2, figsize=(10, 3.6))[1]
+    ok = [r for r in rows if r.get("status") == "ok"]
+    shapes = sorted({r["shape"] for r in ok})
+    methods = list(dict.fromkeys(r["method"] for r in ok))
+    colors = {m: f"C{i}" for i, m in enumerate(methods)}
+    for ax, key, ylabel, lines in ((axes[0], "peak_over_floor", "peak / M_min", (1.0, 1.5)),
+                                   (axes[1], "time_over_naive", "time / naive", (1.0, 1.3))):
+        for s_i, shape in enumerate(shapes):
+            for m in methods:
+                pts = sorted((int(r["N"]), float(r[key])) for r in ok
+                             if r["shape"] == shape and r["method"] == m and r.get(key) not in (None, ""))
+                if pts:
+                    ax.plot(*zip(*pts), marker="os^"[s_i % 3], ls="-" if s_i == 0 else "--",
+                            color=colors[m], label=f"{m} ({shape})")
+        for y in lines:
+            ax.axhline(y, color="grey", ls=":", lw=1)
+        ax.set(xscale="log", yscale="log", xlabel="tokens N", ylabel=ylabel)
+        ns = sorted({int(r["N"]) for r in ok})
+        ax.set_xticks(ns, [str(n) for n in ns])
+        ax.set_xticks([], minor=True)
+    axes[0].legend(fontsize=7)
+    axes[0].figure.suptitle(title or "fused head + KD loss, one forward + backward")
+    return axes

@@ -1,0 +1,361 @@
+r"""Distillation divergences for language models, over flattened tokens.
+
+These are the pure reference functions: they build the full (N, V) log-probabilities, so they are
+clear and exact but cost O(N * V) memory. ``cookbook.kernels.fused_linear_distill`` computes the
+same numbers chunk by chunk without ever holding the (N, V) logits (and is tested against these).
+
+Conventions shared by every function here and by ``cookbook.kernels``:
+
+- ``student_logits`` is (N, V): N tokens (flatten (B, L) first), V the vocabulary.
+- ``teacher_logits`` is either dense logits (N, V) or a :class:`TopKTeacher` (see below).
+- ``T`` is the temperature: q = softmax(z_s / T), p = softmax(z_t / T). There is **no** T**2 factor
+  (LLM distillation usually trains at T = 1); multiply by ``T**2`` yourself for Hinton's scaling.
+- Token selection: ``mask`` (N,) bool, True = the token counts; and/or ``labels`` (N,) with
+  ``ignore_index`` (default -100, the Hugging Face convention) marking tokens to skip. A token
+  counts when both allow it.
+- ``reduction``: ``"mean"`` (default) sums over the vocabulary and averages over the counted
+  tokens (PyTorch's ``batchmean`` over token rows, *not* ``F.kl_div``'s default mean over N * V
+  elements); ``"sum"`` sums over counted tokens; ``"none"`` returns (N,) with 0 at skipped tokens.
+- Log-probabilities are floored at -1e30 so that zero probabilities give 0 * finite = 0 instead of
+  NaN; a divergence that is truly infinite (reverse KL against a teacher probability of exactly 0)
+  is therefore capped at a huge finite value.
+
+Top-k teachers (the format of the LLM teacher cache)
+----------------------------------------------------
+A :class:`TopKTeacher` holds, per token, the teacher's k most likely next tokens:
+``indices`` (N, k) int64, distinct within a row, in [0, V); ``logprobs`` (N, k) float, the teacher's
+log-probabilities ``log_softmax(z_t / T)`` at those ids, computed over the *full* vocabulary at the
+training temperature ``T`` (recorded in the field ``T``; a loss called with another T raises).
+The tail mass ``r = 1 - sum_k exp(logprobs)`` is the teacher's probability of the other V - k
+tokens. It is handled explicitly: every divergence is computed over k + 1 outcomes, the k listed
+tokens plus one "tail" outcome, whose student probability is the student's total probability on the
+unlisted tokens. Nothing is renormalised and nothing is assumed about how the tail is spread. By the
+data-processing inequality the result never exceeds the divergence over the full vocabulary, and it
+equals it when k = V.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from cookbook.losses._checks import check_temperature, check_unit_interval
+
+DIVERGENCES = ("forward_kl", "reverse_kl", "jsd", "taid")
+REDUCTIONS = ("mean", "sum", "none")
+NEG = -1e30  # floor for log-probabilities: exp(NEG) == 0 exactly, and NEG - NEG is finite
+
+
+class TopKTeacher(NamedTuple):
+    """A teacher given by its top-k next-token log-probabilities (see the module docstring).
+
+    Shape: indices (N, k) int64, logprobs (N, k) float; T is the temperature they were computed at.
+    """
+
+    indices: Tensor  # (N, k) int64
+    logprobs: Tensor  # (N, k)
+    T: float = 1.0
+
+    @classmethod
+    def from_logits(cls, teacher_logits: Tensor, k: int, *, T: float = 1.0) -> TopKTeacher:
+        """Keep the k most likely tokens of dense teacher logits (N, V) at temperature T."""
+        if not 1 <= k <= teacher_logits.shape[-1]:
+            raise ValueError(f"k must be in [1, V={teacher_logits.shape[-1]}], got {k}")
+        logp = F.log_softmax(teacher_logits.float() / T, dim=-1)  # (N, V)
+        top = logp.topk(k, dim=-1)
+        return cls(top.indices, top.values, float(T))
+
+    def tail_mass(self) -> Tensor:
+        """r = 1 - sum_k exp(logprobs), clamped at 0: the teacher's mass outside the top k. (N,)"""
+        return (1.0 - self.logprobs.float().exp().sum(-1)).clamp_min(0.0)
+
+    def select(self, rows: Tensor | slice) -> TopKTeacher:
+        """The same teacher restricted to some token rows (a slice or an index tensor)."""
+        return TopKTeacher(self.indices[rows], self.logprobs[rows], self.T)
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def check_divergence(divergence: str, beta: float, t: float | None) -> None:
+    if divergence not in DIVERGENCES:
+        raise ValueError(f"unknown divergence {divergence!r}; choose one of {DIVERGENCES}")
+    if divergence == "jsd":
+        check_unit_interval(beta, "beta (the generalized JSD's weight)")
+    if divergence == "taid" and t is None:
+        raise ValueError("TAID needs its interpolation time t in [0, 1] (see TAIDSchedule)")
+    if divergence == "taid":
+        check_unit_interval(t, "TAID's interpolation time t")
+
+
+def check_topk(teacher: TopKTeacher, n: int, vocab: int, T: float) -> None:
+    idx, lp = teacher.indices, teacher.logprobs
+    if idx.ndim != 2 or lp.shape != idx.shape:
+        raise ValueError(f"top-k teacher needs indices and logprobs of the same shape (N, k), "
+                         f"got {tuple(idx.shape)} and {tuple(lp.shape)}")
+    if idx.dtype != torch.int64:
+        raise ValueError(f"top-k indices must be int64, got {idx.dtype} (use .long())")
+    if idx.shape[0] != n:
+        raise ValueError(f"top-k teacher has {idx.shape[0]} tokens but the student has {n}")
+    if idx.numel() and (idx.min() < 0 or idx.max() >= vocab):
+        raise ValueError(f"top-k indices must lie in [0, V={vocab}): the teacher's vocabulary "
+                         f"does not match the student's (max index {int(idx.max())})")
+    if idx.shape[1] > 1 and (idx.sort(-1).values.diff(dim=-1) == 0).any():
+        raise ValueError("top-k indices must be distinct within each row")
+    if torch.isnan(lp).any():
+        raise ValueError("NaN in the top-k teacher logprobs")
+    if idx.numel() and lp.float().exp().sum(-1).max() > 1.0 + 1e-3:
+        raise ValueError("top-k logprobs are not log-probabilities: exp(logprobs) sums to > 1 "
+                         "in some row (store log_softmax values, not raw logits)")
+    if abs(teacher.T - T) > 1e-6 * max(1.0, T):
+        raise ValueError(f"the top-k teacher was computed at T={teacher.T} but the loss was "
+                         f"called with T={T}; rebuild the cache at the temperature you train with")
+
+
+def token_mask(n: int, mask: Tensor | None, labels: Tensor | None, ignore_index: int,
+               device: torch.device) -> Tensor:
+    """The (N,) bool selection of counted tokens from ``mask`` and ``labels``/``ignore_index``."""
+    keep = torch.ones(n, dtype=torch.bool, device=device)
+    if mask is not None:
+        if mask.shape != (n,):
+            raise ValueError(f"mask must have shape (N,)=({n},), got {tuple(mask.shape)}")
+        keep &= mask.to(device=device, dtype=torch.bool)
+    if labels is not None:
+        if labels.shape != (n,):
+            raise ValueError(f"labels must have shape (N,)=({n},), got {tuple(labels.shape)}")
+        keep &= labels.to(device) != ignore_index
+    if not bool(keep.any()):
+        raise ValueError("every token is masked (mask / labels == ignore_index): nothing to distil")
+    return keep
+
+
+def check_logits(name: str, x: Tensor) -> None:
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (N, V): flatten (B, L, V) with .flatten(0, 1), "
+                         f"got shape {tuple(x.shape)}")
+    if x.shape[0] == 0:
+        raise ValueError(f"{name} is empty (N = 0)")
+    if torch.isnan(x).any():
+        raise ValueError(f"NaN in {name}")
+
+
+# ----------------------------------------------------------------------------- row divergences
+
+
+def rowdot(x: Tensor, y: Tensor) -> Tensor:
+    """sum_j x_ij y_ij without an (N, V) temporary."""
+    return torch.bmm(x.unsqueeze(1), y.unsqueeze(2)).view(-1)
+
+
+def row_divergence(logq: Tensor, logp: Tensor, *, divergence: str, beta: float = 0.5,
+                   t: float | None = None) -> Tensor:
+    r"""Per-row divergence between student log-probs ``logq`` and teacher log-probs ``logp``.
+
+    Rows are distributions over the last dim (V tokens, or the k + 1 top-k outcomes). (N, V) -> (N,)
+    """
+    logq, logp = logq.clamp_min(NEG), logp.clamp_min(NEG)
+    q, p = logq.exp(), logp.exp()
+    if divergence == "forward_kl" or (divergence == "jsd" and beta == 0.0):
+        return rowdot(p, logp - logq)  # KL(p || q)
+    if divergence == "reverse_kl" or (divergence == "jsd" and beta == 1.0):
+        return rowdot(q, logq - logp)  # KL(q || p)
+    if divergence == "jsd":
+        logm = torch.logaddexp(logp + math.log(beta), logq + math.log1p(-beta))  # m = b p + (1-b) q
+        return beta * rowdot(p, logp - logm) + (1 - beta) * rowdot(q, logq - logm)
+    mix = (1 - t) * logq.detach() + t * logp  # TAID: the target never carries gradient
+    logr = F.log_softmax(mix, dim=-1)
+    return rowdot(logr.exp(), logr - logq)  # KL(r_t || q)
+
+
+def bins_from_parts(a_top: Tensor, lse_tail: Tensor, logprobs: Tensor, *,
+                    tail_empty: bool) -> tuple[Tensor, Tensor]:
+    """k + 1 outcome log-probs from the student's top-k scaled logits a_top (N, k), the
+    log-sum-exp of its other logits lse_tail (N,) and the teacher's logprobs (N, k)."""
+    lse = torch.logaddexp(lse_tail, a_top.logsumexp(-1))  # (N,) student normaliser
+    logq = torch.cat([a_top, lse_tail[:, None]], dim=1) - lse[:, None]  # (N, k+1)
+    tail = (1.0 - logprobs.float().exp().sum(-1)).clamp_min(0.0)  # (N,) teacher tail mass r
+    if tail_empty:  # k = V: the tail is empty, so r is rounding noise, not mass
+        tail = torch.zeros_like(tail)
+    logp = torch.cat([logprobs.float(), tail.log()[:, None]], dim=1)  # (N, k+1)
+    return logq, logp
+
+
+def topk_bins(student_logits: Tensor, teacher: TopKTeacher, T: float) -> tuple[Tensor, Tensor]:
+    """Student and teacher log-probs over the k + 1 outcomes (top-k tokens, tail). (N, k+1) each."""
+    a = student_logits.float() / T  # (N, V)
+    a_top = a.gather(1, teacher.indices)  # (N, k)
+    lse_tail = a.scatter(1, teacher.indices, NEG).logsumexp(-1)  # (N,)
+    return bins_from_parts(a_top, lse_tail, teacher.logprobs,
+                           tail_empty=teacher.indices.shape[1] == a.shape[1])
+
+
+def reduce_tokens(per_token: Tensor, keep: Tensor, reduction: str) -> Tensor:
+    """Apply the token selection and the reduction to per-token losses (N,)."""
+    per_token = torch.where(keep, per_token, torch.zeros_like(per_token))
+    if reduction == "none":
+        return per_token
+    total = per_token.sum()
+    return total / keep.sum() if reduction == "mean" else total
+
+
+# ----------------------------------------------------------------------------- public losses
+
+
+def distill_loss(student_logits: Tensor, teacher_logits: Tensor | TopKTeacher, *,
+                 divergence: str = "forward_kl", T: float = 1.0, beta: float = 0.5,
+                 t: float | None = None, mask: Tensor | None = None, labels: Tensor | None = None,
+                 ignore_index: int = -100, reduction: str = "mean") -> Tensor:
+    r"""Any of the four token-level divergences, on dense or top-k teachers (the reference).
+
+    .. math:: \mathcal{L} = \frac{1}{|\mathcal{M}|}\sum_{i \in \mathcal{M}} D\big(p_i, q_i\big),
+              \quad q_i = \mathrm{softmax}(z^s_i / T),\ p_i = \mathrm{softmax}(z^t_i / T)
+
+    ``divergence``: "forward_kl", "reverse_kl", "jsd" (uses ``beta``), "taid" (uses ``t``).
+    Shape: student_logits (N, V); teacher_logits (N, V) or TopKTeacher (N, k) -> scalar
+    (or (N,) with reduction="none").
+    """
+    check_logits("student_logits", student_logits)
+    check_temperature(T)
+    check_divergence(divergence, beta, t)
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    n, vocab = student_logits.shape
+    keep = token_mask(n, mask, labels, ignore_index, student_logits.device)
+    if isinstance(teacher_logits, TopKTeacher):
+        check_topk(teacher_logits, n, vocab, T)
+        logq, logp = topk_bins(student_logits, teacher_logits, T)  # (N, k+1)
+    else:
+        check_logits("teacher_logits", teacher_logits)
+        if teacher_logits.shape != student_logits.shape:
+            raise ValueError(f"teacher_logits {tuple(teacher_logits.shape)} and student_logits "
+                             f"{tuple(student_logits.shape)} differ: vocabularies must match")
+        logq = F.log_softmax(student_logits.float() / T, dim=-1)  # (N, V)
+        logp = F.log_softmax(teacher_logits.float() / T, dim=-1)  # (N, V)
+    per_token = row_divergence(logq, logp, divergence=divergence, beta=beta, t=t)  # (N,)
+    return reduce_tokens(per_token, keep, reduction)
+
+
+def forward_kl(student_logits: Tensor, teacher_logits: Tensor | TopKTeacher, *, T: float = 1.0,
+               mask: Tensor | None = None, labels: Tensor | None = None, ignore_index: int = -100,
+               reduction: str = "mean") -> Tensor:
+    r"""Forward KL, the classic distillation loss (mean-seeking: the student covers every mode).
+
+    .. math:: \mathrm{KL}(p \,\|\, q) = \sum_v p_v (\log p_v - \log q_v)
+
+    Shape: student_logits (N, V); teacher_logits (N, V) or TopKTeacher -> scalar (mean over tokens).
+    Paper: Hinton, Vinyals, Dean, "Distilling the Knowledge in a Neural Network", 2015,
+    arXiv:1503.02531 (here without the T^2 factor).
+    """
+    return distill_loss(student_logits, teacher_logits, divergence="forward_kl", T=T, mask=mask,
+                        labels=labels, ignore_index=ignore_index, reduction=reduction)
+
+
+def reverse_kl(student_logits: Tensor, teacher_logits: Tensor | TopKTeacher, *, T: float = 1.0,
+               mask: Tensor | None = None, labels: Tensor | None = None, ignore_index: int = -100,
+               reduction: str = "mean") -> Tensor:
+    r"""Reverse KL (mode-seeking: the student may drop teacher modes it cannot fit).
+
+    .. math:: \mathrm{KL}(q \,\|\, p) = \sum_v q_v (\log q_v - \log p_v)
+
+    Shape: student_logits (N, V); teacher_logits (N, V) or TopKTeacher -> scalar (mean over tokens).
+    Paper: Gu et al., "MiniLLM: Knowledge Distillation of Large Language Models", 2023,
+    arXiv:2306.08543 (the token-level term; MiniLLM optimises it at sequence level).
+    """
+    return distill_loss(student_logits, teacher_logits, divergence="reverse_kl", T=T, mask=mask,
+                        labels=labels, ignore_index=ignore_index, reduction=reduction)
+
+
+def generalized_jsd(student_logits: Tensor, teacher_logits: Tensor | TopKTeacher, *,
+                    beta: float = 0.5, T: float = 1.0, mask: Tensor | None = None,
+                    labels: Tensor | None = None, ignore_index: int = -100,
+                    reduction: str = "mean") -> Tensor:
+    r"""Generalized Jensen-Shannon divergence JSD(beta) of GKD.
+
+    .. math:: \mathrm{JSD}_\beta = \beta\,\mathrm{KL}(p \,\|\, m) + (1-\beta)\,\mathrm{KL}(q \,\|\, m),
+              \quad m = \beta p + (1-\beta) q
+
+    The formula is identically 0 at beta = 0 and 1; as GKD, TRL and Liger do, those endpoints
+    return forward KL (beta = 0) and reverse KL (beta = 1), the limits of JSD(beta) / beta and
+    JSD(beta) / (1 - beta). beta = 0.5 is the symmetric JSD, bounded by log 2.
+    Shape: student_logits (N, V); teacher_logits (N, V) or TopKTeacher -> scalar (mean over tokens).
+    Paper: Agarwal et al., "On-Policy Distillation of Language Models: Learning from Self-Generated
+    Mistakes" (GKD), 2023, arXiv:2306.13649.
+    """
+    return distill_loss(student_logits, teacher_logits, divergence="jsd", beta=beta, T=T,
+                        mask=mask, labels=labels, ignore_index=ignore_index, reduction=reduction)
+
+
+def taid_target(student_logits: Tensor, teacher_logits: Tensor, *, t: float,
+                T: float = 1.0) -> Tensor:
+    r"""TAID's intermediate target: a geometric interpolation of the detached student and teacher.
+
+    .. math:: r_t = \mathrm{softmax}\big((1-t)\,\log q'  + t \log p\big), \quad q' = \mathrm{sg}(q)
+
+    Shape: student_logits, teacher_logits (N, V) -> (N, V) probabilities. t = 0 gives the student,
+    t = 1 the teacher. Paper: Shing et al., "TAID: Temporally Adaptive Interpolated Distillation for
+    Efficient Knowledge Transfer in Language Models", 2025, arXiv:2501.16937.
+    """
+    check_divergence("taid", 0.5, t)
+    check_temperature(T)
+    logq = F.log_softmax(student_logits.detach().float() / T, dim=-1)  # (N, V)
+    logp = F.log_softmax(teacher_logits.float() / T, dim=-1)  # (N, V)
+    return F.softmax((1 - t) * logq + t * logp, dim=-1)
+
+
+def taid_loss(student_logits: Tensor, teacher_logits: Tensor | TopKTeacher, *, t: float,
+              T: float = 1.0, mask: Tensor | None = None, labels: Tensor | None = None,
+              ignore_index: int = -100, reduction: str = "mean") -> Tensor:
+    r"""TAID: forward KL from the time-dependent interpolated target :func:`taid_target` to q.
+
+    .. math:: \mathcal{L}_{TAID}(t) = \mathrm{KL}(r_t \,\|\, q)
+
+    The paper writes the cross-entropy -sum r_t log q; the two differ by the entropy of the
+    detached target, so their gradients are identical. t comes from :class:`TAIDSchedule`.
+    For a top-k teacher the interpolation runs over the k + 1 outcomes.
+    Shape: student_logits (N, V); teacher_logits (N, V) or TopKTeacher -> scalar (mean over tokens).
+    Paper: Shing et al., TAID, 2025, arXiv:2501.16937.
+    """
+    return distill_loss(student_logits, teacher_logits, divergence="taid", t=t, T=T, mask=mask,
+                        labels=labels, ignore_index=ignore_index, reduction=reduction)
+
+
+class TAIDSchedule:
+    r"""TAID's adaptive time t (Algorithm 1 of arXiv:2501.16937).
+
+    After every step call ``update(loss)``. With the relative loss change
+    :math:`\delta_n = (J_{n-1} - J_n) / (J_{n-1} + \epsilon)` and its momentum
+    :math:`m_n = \mu m_{n-1} + (1-\mu)\delta_n`:
+
+    .. math:: t_{n+1} = \min\big(t_{end},\ \max(t_{lin}(n),\ t_n + \alpha\,\sigma(m_n)(1 - t_n))\big)
+
+    where :math:`t_{lin}` rises linearly from t_start to t_end over ``total_steps``: t never
+    decreases, moves faster while the loss is falling fast, and reaches t_end by the last step.
+    Defaults are the paper's (t_start 0.4, t_end 1, alpha 5e-4, momentum 0.99).
+    """
+
+    def __init__(self, total_steps: int, *, t_start: float = 0.4, t_end: float = 1.0,
+                 alpha: float = 5e-4, momentum: float = 0.99):
+        if total_steps <= 0 or not 0.0 <= t_start <= t_end <= 1.0:
+            raise ValueError("need total_steps > 0 and 0 <= t_start <= t_end <= 1")
+        self.total_steps, self.t_start, self.t_end = total_steps, t_start, t_end
+        self.alpha, self.momentum = alpha, momentum
+        self.t, self.step, self.m, self.prev_loss = t_start, 0, 0.0, None
+
+    def update(self, loss: float) -> float:
+        """Record this step's loss and return the t to use for the next step."""
+        loss = float(loss)
+        self.step += 1
+        if self.prev_loss is None:  # the first step only records the loss
+            self.prev_loss = loss
+            return self.t
+        delta = (self.prev_loss - loss) / (self.prev_loss + 1e-15)
+        self.m = self.momentum * self.m + (1 - self.momentum) * delta
+        t_lin = self.t_start + (self.t_end - self.t_start) * min(1.0, self.step / self.total_steps)
+        step_up = self.alpha / (1 + math.exp(-self.m)) * (1 - self.t)
+        self.t = min(self.t_end, max(t_lin, self.t + step_up))
+        self.prev_loss = loss
+        return self.t
