@@ -32,7 +32,7 @@ def check_graph(num_nodes: int, edge_index: torch.Tensor, x: torch.Tensor | None
         raise ValueError(f"edge_index must be int64 (torch.long), got {edge_index.dtype}")
     if edge_index.numel() and (int(edge_index.min()) < 0 or int(edge_index.max()) >= num_nodes):
         raise ValueError(f"edge_index has node ids in [{int(edge_index.min())}, {int(edge_index.max())}] "
-                         f"but the graph has {num_nodes} nodes (ids 0..{num_nodes - 1})")
+                         f"but the graph has {num_nodes} nodes (ids 0..{num_nodes - 1}; x and y need one row per node)")
     if x is not None and x.shape[0] != num_nodes:
         raise ValueError(f"x has {x.shape[0]} rows but the graph has {num_nodes} nodes: one feature row per node")
     if y is not None and y.shape[0] != num_nodes:
