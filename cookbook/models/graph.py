@@ -199,8 +199,9 @@ class GraphTokenizer(nn.Module):
         u = W_u e;  A_hat_ij = sigmoid(u_i . u_j)   edge decoder: reconstruct the local structure
         logits = Linear(ReLU(GCNConv(u)))      classifier on the decoded tokens
 
-    Training loss: CE on labelled nodes + feature * ||h - h_hat||^2 + edge * mean (A_ij - A_hat_ij)^2
-    over the edges and as many random non-edges + the VQ commitment term (``losses`` of ``run``).
+    Training loss: CE on labelled nodes + the three terms ``run`` returns in ``losses`` (notebook 02
+    weights all four by 1): "feature" = mean ||h - h_hat||^2, "edge" = mean (A_ij - A_hat_ij)^2
+    over the edges and as many random non-edges, "commit" = the VQ commitment term.
     The teacher that VQGraph distils is this model: its logits (soft labels) and its codebook.
 
     Two departures, both for a 2-core CPU and a sparse 2,000-d input: the node decoder reconstructs
