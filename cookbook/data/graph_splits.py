@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
+from cookbook.losses._checks import check_edge_index
+
 
 def check_graph(num_nodes: int, edge_index: torch.Tensor, x: torch.Tensor | None = None,
                 y: torch.Tensor | None = None) -> None:
@@ -26,13 +28,8 @@ def check_graph(num_nodes: int, edge_index: torch.Tensor, x: torch.Tensor | None
     edge_index: int64 (2, E) with entries in 0..num_nodes-1; x: (num_nodes, F); y: (num_nodes,).
     Isolated nodes are allowed (GCN gives them their self loop only, SAGE a zero neighbour mean).
     """
-    if edge_index.dim() != 2 or edge_index.shape[0] != 2:
-        raise ValueError(f"edge_index must have shape (2, E), got {tuple(edge_index.shape)}")
-    if edge_index.dtype != torch.long:
-        raise ValueError(f"edge_index must be int64 (torch.long), got {edge_index.dtype}")
-    if edge_index.numel() and (int(edge_index.min()) < 0 or int(edge_index.max()) >= num_nodes):
-        raise ValueError(f"edge_index has node ids in [{int(edge_index.min())}, {int(edge_index.max())}] "
-                         f"but the graph has {num_nodes} nodes (ids 0..{num_nodes - 1}; x and y need one row per node)")
+    check_edge_index(edge_index, num_nodes, f"the graph has {num_nodes} nodes "
+                     f"(node ids 0..{num_nodes - 1}; x and y need one row per node)")
     if x is not None and x.shape[0] != num_nodes:
         raise ValueError(f"x has {x.shape[0]} rows but the graph has {num_nodes} nodes: one feature row per node")
     if y is not None and y.shape[0] != num_nodes:

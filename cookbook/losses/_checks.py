@@ -30,3 +30,14 @@ def check_unit_interval(value: float, name: str) -> None:
 def check_reduction(reduction: str, allowed: tuple[str, ...] = ("mean", "none")) -> None:
     if reduction not in allowed:
         raise ValueError(f"reduction must be one of {allowed}, got {reduction!r}")
+
+
+def check_edge_index(edge_index: torch.Tensor, num_nodes: int, rows: str) -> None:
+    """edge_index must be int64 (2, E) with ids in 0..num_nodes-1; ``rows`` says what they index."""
+    if edge_index.dim() != 2 or edge_index.shape[0] != 2:
+        raise ValueError(f"edge_index must have shape (2, E), got {tuple(edge_index.shape)}")
+    if edge_index.dtype != torch.long:
+        raise ValueError(f"edge_index must be int64 (torch.long), got {edge_index.dtype}")
+    if edge_index.numel() and (int(edge_index.min()) < 0 or int(edge_index.max()) >= num_nodes):
+        raise ValueError(f"edge_index refers to nodes [{int(edge_index.min())}, {int(edge_index.max())}] "
+                         f"but {rows}")

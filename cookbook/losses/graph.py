@@ -15,17 +15,17 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from cookbook.losses._checks import check_pair, check_temperature, check_unit_interval
+from cookbook.losses._checks import (
+    check_edge_index,
+    check_pair,
+    check_temperature,
+    check_unit_interval,
+)
 
 
 def _check_edges(edge_index: torch.Tensor, num_nodes: int) -> None:
-    if edge_index.dim() != 2 or edge_index.shape[0] != 2:
-        raise ValueError(f"edge_index must have shape (2, E), got {tuple(edge_index.shape)}")
-    if edge_index.dtype != torch.long:
-        raise ValueError(f"edge_index must be int64 (torch.long), got {edge_index.dtype}")
-    if edge_index.numel() and (int(edge_index.min()) < 0 or int(edge_index.max()) >= num_nodes):
-        raise ValueError(f"edge_index refers to nodes [{int(edge_index.min())}, {int(edge_index.max())}] "
-                         f"but the logits have {num_nodes} rows: edges must index rows of the logits")
+    check_edge_index(edge_index, num_nodes,
+                     f"the logits have {num_nodes} rows: edges must index rows of the logits")
 
 
 def _kl_rows(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
