@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from cookbook.recipes import distill_lm
+from cookbook.teachers.topk_cache import open_topk_cache
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--vocab", "64", "--n-seq", "16", "--seq-len", "16", "--k", "8", "--threads", "1"]
@@ -27,13 +28,15 @@ def run(argv):
 
 
 def test_cache_round_trip_and_training_from_it(tmp_path):
-    path = tmp_path / "teacher_topk.safetensors"
+    path = tmp_path / "teacher_topk"
     distill_lm.main(["--synthetic", "--write-cache", str(path), "--T", "2.0", *SMALL])
-    cache = distill_lm.load_topk_cache(path)
-    assert cache["input_ids"].shape == (16, 16) and cache["topk_indices"].shape == (16, 16, 8)
-    assert cache["topk_indices"].dtype == torch.int64 and cache["temperature"] == 2.0
-    tail = 1 - cache["topk_logprobs"].float().exp().sum(-1)
-    assert (tail >= -1e-3).all() and (tail <= 1).all()
+    cache = open_topk_cache(path)
+    assert cache.input_ids.shape == (16, 16) and cache.arrays["topk_indices"].shape == (16, 16, 8)
+    assert cache.temperature == 2.0 and cache.k == 8
+    top = cache.teacher(slice(0, 4))
+    assert top.indices.dtype == torch.int64 and top.indices.shape == (64, 8)
+    tail = top.tail_mass()
+    assert (tail >= 0).all() and (tail <= 1).all()
     out = run(["--cache", str(path), "--steps", "25", "--batch", "4", "--threads", "1"])
     assert out["losses"][-1] < out["losses"][0]
 
@@ -50,16 +53,6 @@ def test_taid_time_rises_to_one():
     ts = out["taid_t"]
     assert ts[0] == pytest.approx(0.4) and all(b >= a for a, b in zip(ts, ts[1:]))
     assert ts[-1] > 0.9 and all(map(torch.isfinite, torch.tensor(out["losses"])))
-
-
-def test_bad_cache(tmp_path):
-    with pytest.raises(FileNotFoundError, match="--synthetic"):
-        distill_lm.load_topk_cache(tmp_path / "missing.safetensors")
-    from safetensors.torch import save_file
-
-    save_file({"x": torch.zeros(2)}, str(tmp_path / "other.safetensors"))
-    with pytest.raises(ValueError, match="cookbook-topk-v1"):
-        distill_lm.load_topk_cache(tmp_path / "other.safetensors")
 
 
 def test_ddp_two_cpu_processes_agree(tmp_path):

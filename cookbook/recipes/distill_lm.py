@@ -1,7 +1,7 @@
 r"""Distil a small causal LM from a teacher's top-k next-token cache, on one process or many.
 
-    python -m cookbook.recipes.distill_lm --cache teacher_topk.safetensors --steps 200
-    torchrun --nproc_per_node 2 -m cookbook.recipes.distill_lm --cache teacher_topk.safetensors
+    python -m cookbook.recipes.distill_lm --cache TEACHER_CACHE_DIR --steps 200
+    torchrun --nproc_per_node 2 -m cookbook.recipes.distill_lm --cache TEACHER_CACHE_DIR
     python -m cookbook.recipes.distill_lm --synthetic            # smoke test (see below)
 
 The student is a tiny decoder-only transformer (``TinyLM``); its last hidden states and its output
@@ -10,15 +10,8 @@ in full. Under ``torchrun`` it trains with DistributedDataParallel (gloo on CPU,
 step each rank takes its share of one global batch, gradients are averaged, and the logged loss is
 the global mean, so a run on N ranks follows the single-process run on the same global batch.
 
-Teacher cache file (safetensors; the format of the LLM teacher cache, see ``save_topk_cache``):
-
-- ``input_ids``      (S, L) int: the token sequences the teacher read;
-- ``topk_indices``   (S, L, k) int32 or int64: at position l, the teacher's k most likely next
-  tokens after ``input_ids[:, :l+1]``;
-- ``topk_logprobs``  (S, L, k) float16/32: their log-probabilities ``log_softmax(z_t / T)`` over the
-  full vocabulary (the tail mass 1 - sum exp is handled by the loss; see cookbook.losses.llm);
-- ``mask``           (S, L) optional, nonzero where the position counts (e.g. not padding);
-- metadata: ``format`` = "cookbook-topk-v1", ``vocab_size``, ``k``, ``temperature``, ``teacher``.
+Teacher cache: a ``cookbook-topk-v2`` folder (memory-mapped top-k log-probs plus a manifest; see
+``cookbook.teachers.topk_cache``), e.g. the one notebook 05 builds from SmolLM2-135M.
 
 ``--synthetic`` is a **smoke test, not a result**: a tiny randomly initialised teacher computes its
 top-k on the fly for a small random corpus of token ids; it checks that the pipeline runs, the loss
@@ -41,51 +34,7 @@ from torch import Tensor, nn
 
 from cookbook.kernels import fused_linear_distill
 from cookbook.losses.llm import DIVERGENCES, TAIDSchedule, TopKTeacher
-
-CACHE_FORMAT = "cookbook-topk-v1"
-
-
-# ----------------------------------------------------------------------------- the cache file
-
-
-def save_topk_cache(path: str | Path, input_ids: Tensor, indices: Tensor, logprobs: Tensor, *,
-                    vocab_size: int, temperature: float, teacher: str = "",
-                    mask: Tensor | None = None) -> None:
-    """Write a teacher's top-k cache: ids (S, L), indices and logprobs (S, L, k) (format above)."""
-    from safetensors.torch import save_file
-
-    if indices.shape != logprobs.shape or indices.shape[:2] != input_ids.shape:
-        raise ValueError("need input_ids (S, L) and indices, logprobs (S, L, k)")
-    tensors = {"input_ids": input_ids.to(torch.int32).contiguous(),
-               "topk_indices": indices.to(torch.int32).contiguous(),  # half the bytes of int64
-               "topk_logprobs": logprobs.contiguous()}
-    if mask is not None:
-        tensors["mask"] = mask.to(torch.uint8).contiguous()
-    meta = {"format": CACHE_FORMAT, "vocab_size": str(vocab_size), "k": str(indices.shape[-1]),
-            "temperature": repr(float(temperature)), "teacher": teacher}
-    save_file(tensors, str(path), metadata=meta)
-
-
-def load_topk_cache(path: str | Path) -> dict:
-    """Read a cache written by ``save_topk_cache``; indices come back as int64."""
-    from safetensors import safe_open
-
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"teacher cache {path} not found: build it with the LLM notebook, "
-                                "or try the pipeline with --synthetic")
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-        if meta.get("format") != CACHE_FORMAT:
-            raise ValueError(f"{path} is not a {CACHE_FORMAT} teacher cache (metadata {meta})")
-        out = {name: f.get_tensor(name) for name in f.keys()}
-    out["input_ids"] = out["input_ids"].long()
-    out["topk_indices"] = out["topk_indices"].long()
-    out["mask"] = out["mask"].bool() if "mask" in out else None
-    out.update(vocab_size=int(meta["vocab_size"]), temperature=float(meta["temperature"]),
-               teacher=meta.get("teacher", ""))
-    return out
-
+from cookbook.teachers.topk_cache import build_topk_cache, open_topk_cache
 
 # ----------------------------------------------------------------------------- models
 
@@ -196,8 +145,8 @@ def train(args: argparse.Namespace) -> dict:
         teacher = synthetic_teacher(vocab, args.seed).to(device)
         cache = None
     else:
-        cache = load_topk_cache(args.cache)
-        corpus, vocab, T = cache["input_ids"], cache["vocab_size"], cache["temperature"]
+        cache = open_topk_cache(args.cache)
+        corpus, vocab, T = torch.from_numpy(cache.input_ids[:]).long(), cache.vocab_size, cache.temperature
         if args.T != T:
             print(f"[distill_lm] the cache was built at T={T}; training at that temperature")
     if args.batch % world:
@@ -222,10 +171,10 @@ def train(args: argparse.Namespace) -> dict:
             teacher_k = teacher_topk(teacher, ids, args.k, T)
             mask = None
         else:
-            teacher_k = TopKTeacher(cache["topk_indices"][rows].flatten(0, 1).to(device),
-                                    cache["topk_logprobs"][rows].flatten(0, 1).float().to(device),
-                                    T)
-            mask = None if cache["mask"] is None else cache["mask"][rows].to(device)
+            rows_np = rows.numpy()
+            teacher_k = TopKTeacher(*(x.to(device) for x in cache.teacher(rows_np)[:2]), T)
+            mask = cache.get("mask", rows_np)
+            mask = None if mask is None else mask.to(device)
         t = schedule.t if schedule else None
         loss = model(ids, teacher_k, mask, t)
         opt.zero_grad(set_to_none=True)
@@ -259,19 +208,17 @@ def train(args: argparse.Namespace) -> dict:
 def write_synthetic_cache(args: argparse.Namespace) -> None:
     corpus = synthetic_corpus(args.n_seq, args.seq_len, args.vocab, args.seed)
     teacher = synthetic_teacher(args.vocab, args.seed)
-    top = teacher_topk(teacher, corpus, args.k, args.T)
-    shape = (*corpus.shape, args.k)
-    save_topk_cache(args.write_cache, corpus, top.indices.view(shape), top.logprobs.view(shape),
-                    vocab_size=args.vocab, temperature=args.T, teacher="synthetic-random-tiny")
-    print(f"[distill_lm] wrote {args.write_cache}: {shape[0]} x {shape[1]} tokens, top-{args.k} "
-          "(synthetic smoke-test teacher)")
+    build_topk_cache(teacher, corpus, args.write_cache, k=args.k, T=args.T, dtype=torch.float32,
+                     teacher="synthetic-random-tiny", vocab_size=args.vocab, progress=False)
+    print(f"[distill_lm] wrote {args.write_cache}: {corpus.shape[0]} x {corpus.shape[1]} tokens, "
+          f"top-{args.k} (synthetic smoke-test teacher)")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m cookbook.recipes.distill_lm",
                                 description=__doc__.split("\n")[0])
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--cache", help="teacher top-k cache (.safetensors, format in the docstring)")
+    src.add_argument("--cache", help="teacher top-k cache folder (cookbook.teachers.topk_cache)")
     src.add_argument("--synthetic", action="store_true", help="smoke test: random tiny teacher")
     p.add_argument("--write-cache", help="with --synthetic: save its teacher cache here and exit")
     p.add_argument("--divergence", default="forward_kl", choices=DIVERGENCES)

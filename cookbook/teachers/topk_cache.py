@@ -1,0 +1,191 @@
+r"""A teacher's top-k next-token cache on disk: memory-mapped arrays plus a manifest.
+
+Running a 135M-parameter teacher costs seconds per batch on a laptop CPU; its top-k next-token
+log-probabilities for the training sequences cost kilobytes. So the teacher runs **once**
+(:func:`build_topk_cache`) and every distillation run reads the cache (:func:`open_topk_cache`).
+
+Format ``cookbook-topk-v2`` (a folder)::
+
+    manifest.json         format, teacher, vocab_size, k, temperature, dtype, shapes, sha256 per file
+    input_ids.npy         (S, L) int32   the token sequences the teacher read
+    topk_indices.npy      (S, L, k) int32  at position l: the teacher's k most likely next tokens
+                                       after input_ids[:, :l+1], most likely first
+    topk_logprobs.npy     (S, L, k) float16|float32  their log-probs log_softmax(z_t / T) over the
+                                       FULL vocabulary (the tail 1 - sum exp is the loss's job)
+    target_logprobs.npy   (S, L) float32, optional  the teacher's log-prob of the actual next token
+                                       (NaN at the last position): exact teacher perplexity
+    mask.npy, <extra>.npy optional  e.g. a padding mask (S, L) or a per-sequence domain id (S,)
+
+The .npy files are opened with ``mmap_mode="r"``: a run touches only the rows it reads. Files are
+checked against the manifest's sha256 on open (``verify=False`` skips it for huge caches).
+Size: k = 16 in float16 with int32 ids is 96 bytes per token (a dense fp32 row is 196,608).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from cookbook.losses.llm import TopKTeacher
+
+FORMAT = "cookbook-topk-v2"
+_REQUIRED = ("input_ids", "topk_indices", "topk_logprobs")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass
+class TopKCache:
+    """An opened cache (see the module docstring). Arrays are read-only numpy memmaps."""
+
+    path: Path
+    manifest: dict
+    arrays: dict[str, np.ndarray] = field(repr=False)
+
+    @property
+    def input_ids(self) -> np.ndarray:
+        return self.arrays["input_ids"]
+
+    @property
+    def k(self) -> int:
+        return int(self.manifest["k"])
+
+    @property
+    def temperature(self) -> float:
+        return float(self.manifest["temperature"])
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.manifest["vocab_size"])
+
+    def __len__(self) -> int:
+        return int(self.input_ids.shape[0])
+
+    def get(self, name: str, rows) -> Tensor | None:
+        """Rows of any stored array as a tensor (None if the cache does not have it)."""
+        if name not in self.arrays:
+            return None
+        return torch.from_numpy(np.array(self.arrays[name][rows]))  # a copy: memmaps are read-only
+
+    def ids(self, rows) -> Tensor:
+        """Token ids of some sequences, int64 (B, L)."""
+        return self.get("input_ids", rows).long()
+
+    def teacher(self, rows, k: int | None = None) -> TopKTeacher:
+        """The teacher for those sequences' B*L positions, flattened like the student's logits.
+
+        ``k`` < the stored k keeps the k most likely (the stored order is most likely first).
+        """
+        k = self.k if k is None else k
+        if not 1 <= k <= self.k:
+            raise ValueError(f"k must be in [1, {self.k}] for this cache, got {k}")
+        idx = self.get("topk_indices", rows)[..., :k].long().flatten(0, 1)      # (B*L, k)
+        lp = self.get("topk_logprobs", rows)[..., :k].float().flatten(0, 1)     # (B*L, k)
+        return TopKTeacher(idx, lp, self.temperature)
+
+
+def write_topk_cache(path: str | Path, input_ids: Tensor, indices: Tensor, logprobs: Tensor, *,
+                     vocab_size: int, temperature: float, teacher: str,
+                     target_logprobs: Tensor | None = None, mask: Tensor | None = None,
+                     extras: dict[str, Tensor] | None = None, note: str = "") -> TopKCache:
+    """Write a cache folder (format in the module docstring) and return it opened."""
+    S, L = input_ids.shape
+    if indices.shape != logprobs.shape or indices.shape[:2] != (S, L):
+        raise ValueError(f"need input_ids (S, L) and indices, logprobs (S, L, k); got "
+                         f"{tuple(input_ids.shape)}, {tuple(indices.shape)}, {tuple(logprobs.shape)}")
+    if logprobs.dtype not in (torch.float16, torch.float32):
+        raise ValueError(f"store logprobs as float16 or float32, got {logprobs.dtype}")
+    if int(indices.max()) >= vocab_size or int(indices.min()) < 0:
+        raise ValueError(f"indices must lie in [0, vocab_size={vocab_size})")
+    arrays = {"input_ids": input_ids.to(torch.int32), "topk_indices": indices.to(torch.int32),
+              "topk_logprobs": logprobs}
+    if target_logprobs is not None:
+        arrays["target_logprobs"] = target_logprobs.float()
+    if mask is not None:
+        arrays["mask"] = mask.bool()
+    arrays.update(extras or {})
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for name, tensor in arrays.items():
+        np.save(path / f"{name}.npy", tensor.detach().cpu().contiguous().numpy())
+        files[name] = {"shape": list(tensor.shape), "dtype": str(tensor.dtype).replace("torch.", ""),
+                       "sha256": _sha256(path / f"{name}.npy")}
+    manifest = {"format": FORMAT, "teacher": teacher, "vocab_size": int(vocab_size),
+                "k": int(indices.shape[-1]), "temperature": float(temperature),
+                "sequences": int(S), "seq_len": int(L), "note": note, "files": files}
+    (path / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return open_topk_cache(path)
+
+
+def open_topk_cache(path: str | Path, verify: bool = True) -> TopKCache:
+    """Open a cache folder memory-mapped; check its format and (by default) every file's sha256."""
+    path = Path(path)
+    man_file = path / "manifest.json"
+    if not man_file.exists():
+        raise FileNotFoundError(f"no teacher cache at {path} (missing manifest.json): build it with "
+                                "cookbook.teachers.topk_cache.build_topk_cache")
+    manifest = json.loads(man_file.read_text())
+    if manifest.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a {FORMAT} cache (format {manifest.get('format')!r})")
+    missing = [n for n in _REQUIRED if n not in manifest["files"]]
+    if missing:
+        raise ValueError(f"{path}: the manifest lists no {missing}")
+    arrays = {}
+    for name, info in manifest["files"].items():
+        file = path / f"{name}.npy"
+        if verify and _sha256(file) != info["sha256"]:
+            raise ValueError(f"{file} does not match its sha256 in the manifest: rebuild the cache")
+        arrays[name] = np.load(file, mmap_mode="r")
+    return TopKCache(path, manifest, arrays)
+
+
+@torch.no_grad()
+def teacher_topk_batch(model, ids: Tensor, k: int, T: float = 1.0,
+                       dtype: torch.dtype = torch.float16) -> tuple[Tensor, Tensor, Tensor]:
+    """One teacher forward: top-k ids (B, L, k), their log-probs (B, L, k) in ``dtype``, and the
+    log-prob of the actual next token (B, L), NaN at the last position."""
+    out = model(ids)
+    logits = getattr(out, "logits", out)                                      # HF output or tensor
+    logp = torch.log_softmax(logits.float() / T, dim=-1)                     # (B, L, V)
+    top = logp.topk(k, dim=-1)                                                # most likely first
+    target = torch.full(ids.shape, float("nan"))
+    target[:, :-1] = logp[:, :-1].gather(-1, ids[:, 1:, None])[..., 0]
+    return top.indices, top.values.to(dtype), target
+
+
+def build_topk_cache(model, input_ids: Tensor, path: str | Path, *, k: int, T: float = 1.0,
+                     dtype: torch.dtype = torch.float16, batch_size: int = 16, teacher: str = "",
+                     vocab_size: int | None = None, extras: dict[str, Tensor] | None = None,
+                     progress: bool = True) -> TopKCache:
+    """Run ``model`` (a causal LM: ids (B, L) -> logits (B, L, V)) over ``input_ids`` (S, L) once and
+    write its top-k cache to ``path``. Reuses an existing cache with the same inputs and settings."""
+    from tqdm.auto import tqdm
+
+    path = Path(path)
+    if (path / "manifest.json").exists():
+        old = open_topk_cache(path, verify=False)
+        same = (old.k == k and old.temperature == float(T) and old.manifest["teacher"] == teacher
+                and np.array_equal(old.input_ids, input_ids.numpy()))
+        if same:
+            return old
+    parts = []
+    batches = range(0, len(input_ids), batch_size)
+    for start in tqdm(batches, desc=f"teacher top-{k}", disable=not progress):
+        parts.append(teacher_topk_batch(model, input_ids[start:start + batch_size], k, T, dtype))
+    idx, lp, target = (torch.cat(p) for p in zip(*parts))
+    vocab = vocab_size or model.config.vocab_size
+    return write_topk_cache(path, input_ids, idx, lp, vocab_size=vocab,
+                            temperature=T, teacher=teacher, target_logprobs=target, extras=extras)
