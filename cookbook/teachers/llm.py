@@ -67,12 +67,45 @@ def model_dir() -> Path:
     return out
 
 
+TOKENIZER_ASSETS = ("llm/smollm2-tokenizer.json.gz", "llm/smollm2-tokenizer_config.json")
+
+
 def load_tokenizer():
-    """SmolLM2's tokenizer (vocabulary 49,152, with its chat template)."""
+    """SmolLM2's tokenizer (vocabulary 49,152), from the committed copy in assets/llm/.
+
+    The copy (gzip, 0.6 MB) is the tokenizer the GGUF file carries, exported once by
+    :func:`export_tokenizer`, so notebooks can tokenise and decode without converting the teacher.
+    """
+    import gzip
+
     offline()
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(model_dir())
+    from cookbook import assets
+
+    out = cache_dir() / "smollm2-tokenizer"
+    if not (out / "tokenizer.json").exists():
+        out.mkdir(parents=True, exist_ok=True)
+        packed, config = (assets.asset(rel) for rel in TOKENIZER_ASSETS)
+        (out / "tokenizer_config.json").write_bytes(config.read_bytes())
+        (out / "tokenizer.json").write_bytes(gzip.decompress(packed.read_bytes()))
+    return AutoTokenizer.from_pretrained(out)
+
+
+def export_tokenizer() -> None:
+    """Rebuild assets/llm/smollm2-tokenizer* from the GGUF file (``python -m cookbook.teachers.llm``)."""
+    import gzip
+
+    from cookbook import assets
+    from cookbook.config import ASSETS
+
+    src = model_dir()
+    packed, config = (ASSETS / rel for rel in TOKENIZER_ASSETS)
+    packed.parent.mkdir(parents=True, exist_ok=True)
+    packed.write_bytes(gzip.compress((src / "tokenizer.json").read_bytes(), 9, mtime=0))
+    config.write_bytes((src / "tokenizer_config.json").read_bytes())
+    for path in (packed, config):
+        assets.register(path)
 
 
 def load_teacher(num_layers: int | None = None, attn_implementation: str = "sdpa"):
@@ -93,3 +126,7 @@ def load_teacher(num_layers: int | None = None, attn_implementation: str = "sdpa
         model.model.layers = model.model.layers[:num_layers]
         model.config.num_hidden_layers = num_layers
     return freeze(model)
+
+
+if __name__ == "__main__":
+    export_tokenizer()
