@@ -43,9 +43,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from cookbook.losses._checks import check_temperature, check_unit_interval
+from cookbook.losses._checks import check_reduction, check_temperature, check_unit_interval
 
-DIVERGENCES = ("forward_kl", "reverse_kl", "jsd", "taid")
+DIVERGENCES = ("forward_kl", "reverse_kl", "jsd", "taid")  # also computed by cookbook.kernels
+ALL_DIVERGENCES = DIVERGENCES + ("skew_kl", "skew_rkl")  # reference functions only
 REDUCTIONS = ("mean", "sum", "none")
 NEG = -1e30  # floor for log-probabilities: exp(NEG) == 0 exactly, and NEG - NEG is finite
 
@@ -81,9 +82,13 @@ class TopKTeacher(NamedTuple):
 # ----------------------------------------------------------------------------- validation
 
 
-def check_divergence(divergence: str, beta: float, t: float | None) -> None:
-    if divergence not in DIVERGENCES:
-        raise ValueError(f"unknown divergence {divergence!r}; choose one of {DIVERGENCES}")
+def check_divergence(divergence: str, beta: float, t: float | None, alpha: float = 0.1,
+                     allowed: tuple[str, ...] = DIVERGENCES) -> None:
+    if divergence not in allowed:
+        raise ValueError(f"unknown divergence {divergence!r}; choose one of {allowed}")
+    if divergence in ("skew_kl", "skew_rkl") and not 0.0 <= alpha < 1.0:
+        raise ValueError(f"the skew alpha must be in [0, 1) (alpha = 1 makes the skewed mixture "
+                         f"equal the source, so the loss is identically 0), got {alpha}")
     if divergence == "jsd":
         check_unit_interval(beta, "beta (the generalized JSD's weight)")
     if divergence == "taid" and t is None:
@@ -152,7 +157,7 @@ def rowdot(x: Tensor, y: Tensor) -> Tensor:
 
 
 def row_divergence(logq: Tensor, logp: Tensor, *, divergence: str, beta: float = 0.5,
-                   t: float | None = None) -> Tensor:
+                   t: float | None = None, alpha: float = 0.1) -> Tensor:
     r"""Per-row divergence between student log-probs ``logq`` and teacher log-probs ``logp``.
 
     Rows are distributions over the last dim (V tokens, or the k + 1 top-k outcomes). (N, V) -> (N,)
@@ -166,9 +171,20 @@ def row_divergence(logq: Tensor, logp: Tensor, *, divergence: str, beta: float =
     if divergence == "jsd":
         logm = torch.logaddexp(logp + math.log(beta), logq + math.log1p(-beta))  # m = b p + (1-b) q
         return beta * rowdot(p, logp - logm) + (1 - beta) * rowdot(q, logq - logm)
+    if divergence == "skew_kl":
+        return rowdot(p, logp - log_mixture(logp, logq, alpha))  # KL(p || a p + (1-a) q)
+    if divergence == "skew_rkl":
+        return rowdot(q, logq - log_mixture(logq, logp, alpha))  # KL(q || a q + (1-a) p)
     mix = (1 - t) * logq.detach() + t * logp  # TAID: the target never carries gradient
     logr = F.log_softmax(mix, dim=-1)
     return rowdot(logr.exp(), logr - logq)  # KL(r_t || q)
+
+
+def log_mixture(logx: Tensor, logy: Tensor, alpha: float) -> Tensor:
+    """log(alpha x + (1 - alpha) y) from log x and log y, for alpha in [0, 1)."""
+    if alpha == 0.0:
+        return logy
+    return torch.logaddexp(logx + math.log(alpha), logy + math.log1p(-alpha))
 
 
 def bins_from_parts(a_top: Tensor, lse_tail: Tensor, logprobs: Tensor, *,
@@ -207,22 +223,23 @@ def reduce_tokens(per_token: Tensor, keep: Tensor, reduction: str) -> Tensor:
 
 def distill_loss(student_logits: Tensor, teacher_logits: Tensor | TopKTeacher, *,
                  divergence: str = "forward_kl", T: float = 1.0, beta: float = 0.5,
-                 t: float | None = None, mask: Tensor | None = None, labels: Tensor | None = None,
-                 ignore_index: int = -100, reduction: str = "mean") -> Tensor:
-    r"""Any of the four token-level divergences, on dense or top-k teachers (the reference).
+                 t: float | None = None, alpha: float = 0.1, mask: Tensor | None = None,
+                 labels: Tensor | None = None, ignore_index: int = -100,
+                 reduction: str = "mean") -> Tensor:
+    r"""Any of the token-level divergences, on dense or top-k teachers (the reference).
 
     .. math:: \mathcal{L} = \frac{1}{|\mathcal{M}|}\sum_{i \in \mathcal{M}} D\big(p_i, q_i\big),
               \quad q_i = \mathrm{softmax}(z^s_i / T),\ p_i = \mathrm{softmax}(z^t_i / T)
 
-    ``divergence``: "forward_kl", "reverse_kl", "jsd" (uses ``beta``), "taid" (uses ``t``).
+    ``divergence``: "forward_kl", "reverse_kl", "jsd" (uses ``beta``), "taid" (uses ``t``), and
+    DistiLLM's "skew_kl" / "skew_rkl" (use ``alpha``; not in ``cookbook.kernels``).
     Shape: student_logits (N, V); teacher_logits (N, V) or TopKTeacher (N, k) -> scalar
     (or (N,) with reduction="none").
     """
     check_logits("student_logits", student_logits)
     check_temperature(T)
-    check_divergence(divergence, beta, t)
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    check_divergence(divergence, beta, t, alpha, allowed=ALL_DIVERGENCES)
+    check_reduction(reduction, REDUCTIONS)
     n, vocab = student_logits.shape
     keep = token_mask(n, mask, labels, ignore_index, student_logits.device)
     if isinstance(teacher_logits, TopKTeacher):
@@ -235,7 +252,8 @@ def distill_loss(student_logits: Tensor, teacher_logits: Tensor | TopKTeacher, *
                              f"{tuple(student_logits.shape)} differ: vocabularies must match")
         logq = F.log_softmax(student_logits.float() / T, dim=-1)  # (N, V)
         logp = F.log_softmax(teacher_logits.float() / T, dim=-1)  # (N, V)
-    per_token = row_divergence(logq, logp, divergence=divergence, beta=beta, t=t)  # (N,)
+    per_token = row_divergence(logq, logp, divergence=divergence, beta=beta, t=t,
+                               alpha=alpha)  # (N,)
     return reduce_tokens(per_token, keep, reduction)
 
 
@@ -359,3 +377,186 @@ class TAIDSchedule:
         self.t = min(self.t_end, max(t_lin, self.t + step_up))
         self.prev_loss = loss
         return self.t
+
+
+# ----------------------------------------------------------------------------- DistiLLM skew KL
+
+
+def skew_kl(student_logits: Tensor, teacher_logits: Tensor | TopKTeacher, *, alpha: float = 0.1,
+            T: float = 1.0, mask: Tensor | None = None, labels: Tensor | None = None,
+            ignore_index: int = -100, reduction: str = "mean") -> Tensor:
+    r"""Skew forward KL of DistiLLM: forward KL to a mixture that always keeps some student mass.
+
+    .. math:: \mathrm{SKL}_\alpha(p, q) = \mathrm{KL}\big(p \,\|\, \alpha p + (1-\alpha) q\big)
+
+    The mixture bounds the log-ratio by -log(alpha), so the loss and its gradient stay finite where
+    the student puts almost no mass. alpha = 0 is forward KL; the paper uses alpha = 0.1. Gradients
+    flow through the mixture, as in the reference code. Top-k teachers use the k + 1 bins.
+    Shape: student_logits (N, V); teacher_logits (N, V) or TopKTeacher -> scalar (mean over tokens).
+    Paper: Ko et al., "DistiLLM: Towards Streamlined Distillation for Large Language Models",
+    ICML 2024, arXiv:2402.03898.
+    """
+    return distill_loss(student_logits, teacher_logits, divergence="skew_kl", alpha=alpha, T=T,
+                        mask=mask, labels=labels, ignore_index=ignore_index, reduction=reduction)
+
+
+def skew_reverse_kl(student_logits: Tensor, teacher_logits: Tensor | TopKTeacher, *,
+                    alpha: float = 0.1, T: float = 1.0, mask: Tensor | None = None,
+                    labels: Tensor | None = None, ignore_index: int = -100,
+                    reduction: str = "mean") -> Tensor:
+    r"""Skew reverse KL of DistiLLM: reverse KL to a mixture that always keeps some teacher mass.
+
+    .. math:: \mathrm{SRKL}_\alpha(p, q) = \mathrm{KL}\big(q \,\|\, \alpha q + (1-\alpha) p\big)
+
+    alpha = 0 is reverse KL; the paper uses alpha = 0.1. Top-k teachers use the k + 1 bins.
+    Shape: student_logits (N, V); teacher_logits (N, V) or TopKTeacher -> scalar (mean over tokens).
+    Paper: Ko et al., DistiLLM, ICML 2024, arXiv:2402.03898.
+    """
+    return distill_loss(student_logits, teacher_logits, divergence="skew_rkl", alpha=alpha, T=T,
+                        mask=mask, labels=labels, ignore_index=ignore_index, reduction=reduction)
+
+
+# ----------------------------------------------------------------------------- SinKD
+
+
+def check_dense_pair(student_logits: Tensor, teacher_logits: Tensor, T: float,
+                     reduction: str) -> None:
+    """Checks for the losses that need full teacher rows (no top-k cache)."""
+    if isinstance(teacher_logits, TopKTeacher):
+        raise ValueError("this loss needs dense teacher logits (N, V), not a TopKTeacher")
+    check_logits("student_logits", student_logits)
+    check_logits("teacher_logits", teacher_logits)
+    if teacher_logits.shape != student_logits.shape:
+        raise ValueError(f"teacher_logits {tuple(teacher_logits.shape)} and student_logits "
+                         f"{tuple(student_logits.shape)} differ: vocabularies must match")
+    check_temperature(T)
+    check_reduction(reduction, REDUCTIONS)
+
+
+def sinkhorn_plan(cost: Tensor, *, epsilon: float, n_iter: int) -> Tensor:
+    r"""Entropic optimal-transport plan between two uniform measures, in log space.
+
+    .. math:: P = \arg\min_{P \in U(\frac{1}{M}\mathbf{1}, \frac{1}{M}\mathbf{1})}
+              \langle P, C\rangle - \epsilon H(P),
+              \quad P = \mathrm{diag}(u)\, e^{-C/\epsilon}\, \mathrm{diag}(v)
+
+    ``n_iter`` Sinkhorn iterations, each a row then a column scaling (log-sum-exp, so no underflow
+    for small epsilon). Gradients flow through the unrolled iterations. cost (M, M) -> plan (M, M).
+    """
+    m = cost.shape[0]
+    log_k = -cost / epsilon  # (M, M)
+    log_marginal = -math.log(m)
+    log_v = torch.zeros(m, dtype=cost.dtype, device=cost.device)
+    for _ in range(n_iter):
+        log_u = log_marginal - torch.logsumexp(log_k + log_v[None, :], dim=1)  # rows sum to 1/M
+        log_v = log_marginal - torch.logsumexp(log_k + log_u[:, None], dim=0)  # cols sum to 1/M
+    return (log_u[:, None] + log_k + log_v[None, :]).exp()
+
+
+def sinkhorn_loss(student_logits: Tensor, teacher_logits: Tensor, *, T: float = 1.0,
+                  epsilon: float = 0.1, n_iter: int = 20, mask: Tensor | None = None,
+                  labels: Tensor | None = None, ignore_index: int = -100,
+                  reduction: str = "mean") -> Tensor:
+    r"""SinKD: the batch-wise Sinkhorn distance between student and teacher token distributions.
+
+    SinKD does not compare each student row with its own teacher row. It treats the M counted
+    tokens of the batch as two empirical measures, {q_i} (student) and {p_j} (teacher), with cost
+    the L1 distance between distributions, and transports one onto the other:
+
+    .. math:: C_{ij} = \lVert q_i - p_j \rVert_1, \qquad
+              \mathcal{L} = \langle P^\star, C\rangle = \sum_{ij} P^\star_{ij} C_{ij}
+
+    with P* the entropic plan of :func:`sinkhorn_plan` (uniform marginals 1/M, regulariser
+    ``epsilon``, ``n_iter`` iterations). Matching student i to teacher i costs 0 when they agree,
+    but the entropic plan also spreads mass onto other pairs, so the loss at student == teacher is
+    a small positive "entropic bias" that vanishes as epsilon -> 0 (for distinct rows).
+    ``reduction``: "mean" is <P*, C> with marginals 1/M (the average transport cost per token);
+    "sum" is M times that, which is the reference code's plan with unit marginals; "none" gives
+    each counted student token's share M * sum_j P*_ij C_ij (N,), 0 at skipped tokens. No T^2.
+    Cost: the (M, M) L1 cost costs O(M^2 V): call it on a few hundred tokens, not a whole batch of
+    49k-way rows. Dense teachers only (the batch-wise cost needs full rows).
+    Shape: student_logits, teacher_logits (N, V) -> scalar.
+    Paper: Cui et al., "Sinkhorn Distance Minimization for Knowledge Distillation", LREC-COLING
+    2024, arXiv:2402.17110 (reference code: github.com/2018cx/SinKD, loss.py).
+    """
+    check_dense_pair(student_logits, teacher_logits, T, reduction)
+    if not epsilon > 0 or n_iter < 1:
+        raise ValueError(f"need epsilon > 0 and n_iter >= 1, got epsilon={epsilon}, n_iter={n_iter}")
+    n = student_logits.shape[0]
+    keep = token_mask(n, mask, labels, ignore_index, student_logits.device)
+    dtype = torch.promote_types(student_logits.dtype, torch.float32)
+    q = F.softmax(student_logits[keep].to(dtype) / T, dim=-1)  # (M, V)
+    p = F.softmax(teacher_logits[keep].to(dtype) / T, dim=-1)  # (M, V)
+    cost = torch.cdist(q, p, p=1)  # (M, M)
+    plan = sinkhorn_plan(cost, epsilon=epsilon, n_iter=n_iter)  # (M, M)
+    share = q.shape[0] * (plan * cost).sum(1)  # (M,) averages to <P, C>
+    per_token = torch.zeros(n, dtype=dtype, device=share.device).masked_scatter(keep, share)
+    return reduce_tokens(per_token, keep, reduction)
+
+
+# ----------------------------------------------------------------------------- DAC-KL
+
+
+def quantile_threshold(sorted_rows: Tensor, level: float | Tensor, rounding) -> Tensor:
+    """The value at rank round(level * (V - 1)) of each ascending row. (N, V) -> (N, 1)"""
+    n, vocab = sorted_rows.shape
+    level = torch.as_tensor(level, dtype=torch.float64, device=sorted_rows.device).expand(n)
+    rank = rounding(level * (vocab - 1)).long().clamp(0, vocab - 1)  # (N,)
+    return sorted_rows.gather(1, rank[:, None])
+
+
+def dac_kl_keep(teacher_probs: Tensor, lower: float | Tensor, upper: float | Tensor) -> Tensor:
+    """Vocabulary entries whose teacher probability lies between the row's ``lower`` and ``upper``
+    quantiles (over the V entries). (N, V) -> (N, V) bool, never empty."""
+    ranked = teacher_probs.sort(dim=-1).values  # (N, V) ascending
+    lo = quantile_threshold(ranked, lower, torch.ceil)  # (N, 1)
+    hi = quantile_threshold(ranked, upper, torch.floor)  # (N, 1)
+    return (teacher_probs >= lo) & (teacher_probs <= hi)
+
+
+def dac_kl_loss(student_logits: Tensor, teacher_logits: Tensor, *, lower: float | Tensor = 0.99,
+                upper: float | Tensor = 1.0, T: float = 1.0, mask: Tensor | None = None,
+                labels: Tensor | None = None, ignore_index: int = -100,
+                reduction: str = "mean") -> Tensor:
+    r"""DAC-KL: forward KL restricted to the high-density part of the teacher distribution.
+
+    For each token, keep the vocabulary entries S whose teacher probability lies between the
+    row's ``lower`` and ``upper`` quantiles (taken over the V entries), plus the target token
+    ``labels`` when given; renormalise teacher and student over S and take forward KL:
+
+    .. math:: \tilde p_v = \frac{p_v [v \in S]}{\sum_{u \in S} p_u},\quad
+              \tilde q_v = \frac{q_v [v \in S]}{\sum_{u \in S} q_u},\quad
+              \mathcal{L} = \mathrm{KL}(\tilde p \,\|\, \tilde q)
+
+    With lower = 0 and upper = 1 nothing is clipped and this is forward KL.
+    NOT the paper's learned rule: MGSR predicts the two quantile bounds per token with a small
+    learnable sub-network fed the teacher distribution, trained through the loss. The paper does
+    not specify that network, so here the bounds are fixed hyper-parameters (defaults are ours:
+    the top 1 % of the vocabulary, ~490 of SmolLM2's 49,152 tokens, plus the target). ``lower`` /
+    ``upper`` may also be (N,) tensors, e.g. from your own predictor, but the hard clip passes no
+    gradient to them. Dense teachers only (a top-k cache is already a clip). No T^2.
+    Shape: student_logits, teacher_logits (N, V); labels (N,) -> scalar (mean over tokens).
+    Paper: Liu et al., "Multi-Granularity Semantic Revision for Large Language Model
+    Distillation" (MGSR), 2024, arXiv:2407.10068.
+    """
+    check_dense_pair(student_logits, teacher_logits, T, reduction)
+    lo, hi = torch.as_tensor(lower, dtype=torch.float64), torch.as_tensor(upper, dtype=torch.float64)
+    if torch.isnan(lo).any() or torch.isnan(hi).any() or not (0 <= lo).all() or not (hi <= 1).all() \
+            or not (lo <= hi).all():
+        raise ValueError(f"DAC-KL needs 0 <= lower <= upper <= 1 (quantiles of the teacher "
+                         f"probabilities), got lower={lower}, upper={upper}")
+    n, vocab = student_logits.shape
+    if any(b.ndim and b.shape != (n,) for b in (lo, hi)):
+        raise ValueError(f"lower / upper must be floats or (N,)=({n},) tensors")
+    keep = token_mask(n, mask, labels, ignore_index, student_logits.device)
+    a_t = teacher_logits.float() / T  # (N, V)
+    kept = dac_kl_keep(F.softmax(a_t, dim=-1), lower, upper)  # (N, V)
+    if labels is not None:
+        target = torch.where(keep, labels, torch.zeros_like(labels)).long()  # (N,)
+        if target.min() < 0 or target.max() >= vocab:
+            raise ValueError(f"labels of counted tokens must be token ids in [0, V={vocab})")
+        kept = kept.scatter(1, target[:, None], True)
+    logp = F.log_softmax(a_t.masked_fill(~kept, NEG), dim=-1)  # (N, V) renormalised over S
+    logq = F.log_softmax((student_logits.float() / T).masked_fill(~kept, NEG), dim=-1)
+    per_token = row_divergence(logq, logp, divergence="forward_kl")  # (N,)
+    return reduce_tokens(per_token, keep, reduction)
