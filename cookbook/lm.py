@@ -215,44 +215,21 @@ def teacher_perplexity(cache, rows=None) -> float:
 
 
 @torch.no_grad()
+def continue_ids(model: nn.Module, ids: Tensor, n_new: int, *, greedy: bool = True,
+                 generator: torch.Generator | None = None) -> Tensor:
+    """Append ``n_new`` tokens to ids (B, L0) -> (B, L0 + n_new): greedy, or sampled at T = 1."""
+    was_training = model.training
+    model.eval()
+    for _ in range(n_new):
+        last = model(ids).logits[:, -1].float()                                  # (B, V)
+        nxt = last.argmax(-1, keepdim=True) if greedy else torch.multinomial(
+            last.softmax(-1), 1, generator=generator)
+        ids = torch.cat([ids, nxt], dim=1)
+    model.train(was_training)
+    return ids
+
+
 def complete(model: nn.Module, tokenizer, prompt: str, max_new_tokens: int = 32) -> str:
     """Greedy continuation of ``prompt`` (the text after the prompt only)."""
     ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).input_ids
-    model.eval()
-    for _ in range(max_new_tokens):
-        nxt = model(ids).logits[:, -1].argmax(-1, keepdim=True)
-        ids = torch.cat([ids, nxt], dim=1)
-    return tokenizer.decode(ids[0, -max_new_tokens:])
-
-
-# ----------------------------------------------------------------------------- the teacher caches
-
-CACHE_SPLITS = {"train": "train", "val": "val", "eval": "test"}   # cache name -> corpus split
-
-
-def stdlib_caches(sizes: dict[str, int], *, seq_len: int = 64, k: int = 32, root=None,
-                  seed: int = 0, batch_size: int = 16, progress: bool = True) -> dict:
-    """SmolLM2's top-k caches over stdlib windows: {"train", "val", "eval"} -> TopKCache.
-
-    ``sizes`` gives the number of windows per cache; "val" (the same number from every domain) is
-    for choices made during training (DDK's domain losses), "eval" (the corpus's test split) only for the final numbers. Each cache
-    also stores every window's ``domain``. Built once under ``root`` (default: cache_dir()),
-    running the teacher; later calls open them without loading the teacher.
-    """
-    from cookbook.teachers.llm import NAME, load_teacher, load_tokenizer
-    from cookbook.teachers.topk_cache import build_topk_cache, open_topk_cache
-
-    root = cache_dir() / f"{NAME}-topk{k}-L{seq_len}" if root is None else root
-    out, teacher, tokenizer = {}, None, None
-    for name, n in sizes.items():
-        path = root / f"{name}-{n}"
-        if (path / "manifest.json").exists():
-            out[name] = open_topk_cache(path)
-            continue
-        tokenizer = tokenizer or load_tokenizer()
-        teacher = teacher or load_teacher()
-        ids, domain = sample_windows(*lm_windows(tokenizer, CACHE_SPLITS[name], seq_len), n, seed,
-                                     stratified=name == "val")
-        out[name] = build_topk_cache(teacher, ids, path, k=k, teacher=NAME, batch_size=batch_size,
-                                     extras={"domain": domain}, progress=progress)
-    return out
+    return tokenizer.decode(continue_ids(model, ids, max_new_tokens)[0, ids.shape[1]:])

@@ -418,7 +418,7 @@ def test_dac_kl_invariants_and_gradients():
         (lambda s, t: L.dac_kl_loss(s[None], t[None]), "2-D"),
         (lambda s, t: L.dac_kl_loss(s, t, T=0.0), "temperature"),
         (lambda s, t: L.dac_kl_loss(s, t, lower=torch.zeros(5)), r"\(N,\)"),
-        (lambda s, t: L.dac_kl_loss(s, TopKTeacher.from_logits(t, 3)), "dense"),
+        (lambda s, t: L.dac_kl_loss(s[:, :2], TopKTeacher.from_logits(t, 3)), "vocabulary"),
         (lambda s, t: L.sinkhorn_loss(s, TopKTeacher.from_logits(t, 3)), "dense"),
     ],
 )
@@ -469,3 +469,45 @@ def test_llm_exercise_checks_pass_references_and_fail_mistakes(capsys):
                     exercises.check_topk_tail_loss):
         assert checker(stub) is None
     assert capsys.readouterr().out.count("not attempted yet") == 3
+
+
+def test_topk_to_dense_keeps_the_top_k_and_spreads_the_tail():
+    logits = torch.randn(5, 12, generator=torch.Generator().manual_seed(0))
+    top = L.TopKTeacher.from_logits(logits, 4)
+    dense = top.to_dense(12)
+    torch.testing.assert_close(dense.exp().sum(-1), torch.ones(5))
+    torch.testing.assert_close(dense.gather(1, top.indices), top.logprobs)
+    others = dense.scatter(1, top.indices, float("nan"))
+    rest = others[~others.isnan()].view(5, 8)
+    torch.testing.assert_close(rest, rest[:, :1].expand(5, 8))          # even tail
+    torch.testing.assert_close(L.TopKTeacher.from_logits(logits, 12).to_dense(12),
+                               torch.log_softmax(logits, -1))
+    with pytest.raises(ValueError, match="smaller than k"):
+        top.to_dense(3)
+
+
+def test_dac_kl_topk_equals_the_dense_clip_of_the_same_set():
+    gen = torch.Generator().manual_seed(3)
+    student, teacher = torch.randn(6, 40, generator=gen), 3 * torch.randn(6, 40, generator=gen)
+    labels = torch.tensor([0, 5, 9, 39, -100, 17])
+    top = L.TopKTeacher.from_logits(teacher, 5)
+    got = L.dac_kl_loss(student, top, labels=labels)
+    # by hand: S = top-5 ids + target, teacher = to_dense completion, both renormalised over S
+    dense = top.to_dense(40)
+    want = []
+    for i in range(6):
+        if labels[i] == -100:
+            continue
+        S = sorted(set(top.indices[i].tolist()) | {int(labels[i])})
+        p = torch.log_softmax(dense[i, S], -1)
+        q = torch.log_softmax(student[i, S], -1)
+        want.append((p.exp() * (p - q)).sum())
+    torch.testing.assert_close(got, torch.stack(want).mean())
+    assert L.dac_kl_loss(student, top).item() >= 0          # no labels: S = the top-5
+
+
+def test_reverse_kl_stays_finite_when_float16_topk_sums_to_one():
+    # a peaked teacher whose float16-rounded top-2 log-probs sum to 1: no tail mass is left
+    top = L.TopKTeacher(torch.tensor([[0, 1]]), torch.tensor([[0.0, -30.0]]))
+    loss = L.reverse_kl(torch.zeros(1, 4), top)             # the student puts 1/2 on the tail
+    assert torch.isfinite(loss) and loss < 20

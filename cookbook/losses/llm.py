@@ -31,7 +31,9 @@ tokens. It is handled explicitly: every divergence is computed over k + 1 outcom
 tokens plus one "tail" outcome, whose student probability is the student's total probability on the
 unlisted tokens. Nothing is renormalised and nothing is assumed about how the tail is spread. By the
 data-processing inequality the result never exceeds the divergence over the full vocabulary, and it
-equals it when k = V.
+equals it when k = V. When k < V the tail mass is floored at ``TAIL_FLOOR`` (1e-6): log-probs
+stored in float16 can sum to 1 after rounding, and a tail of exactly 0 would make reverse KL (and
+every divergence that weighs log p by the student's mass) explode on the student's tail mass.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ DIVERGENCES = ("forward_kl", "reverse_kl", "jsd", "taid")  # also computed by co
 ALL_DIVERGENCES = DIVERGENCES + ("skew_kl", "skew_rkl")  # reference functions only
 REDUCTIONS = ("mean", "sum", "none")
 NEG = -1e30  # floor for log-probabilities: exp(NEG) == 0 exactly, and NEG - NEG is finite
+TAIL_FLOOR = 1e-6  # least tail mass of a top-k teacher with k < V (see the module docstring)
 
 
 class TopKTeacher(NamedTuple):
@@ -77,6 +80,18 @@ class TopKTeacher(NamedTuple):
     def select(self, rows: Tensor | slice) -> TopKTeacher:
         """The same teacher restricted to some token rows (a slice or an index tensor)."""
         return TopKTeacher(self.indices[rows], self.logprobs[rows], self.T)
+
+    def to_dense(self, vocab: int) -> Tensor:
+        """Full log-probs (N, V): the top-k as stored, the tail mass spread evenly over the other
+        V - k tokens (the maximum-entropy completion). For losses that need a dense teacher
+        (Sinkhorn, DAC-KL); the k + 1 outcome losses never need it."""
+        n, k = self.indices.shape
+        if vocab < k:
+            raise ValueError(f"vocab {vocab} is smaller than k={k}")
+        rest = max(vocab - k, 1)
+        fill = (self.tail_mass().clamp_min(1e-30) / rest).log()                  # (N,)
+        dense = fill[:, None].expand(n, vocab).clone()
+        return dense.scatter(1, self.indices, self.logprobs.float())
 
 
 # ----------------------------------------------------------------------------- validation
@@ -193,7 +208,7 @@ def bins_from_parts(a_top: Tensor, lse_tail: Tensor, logprobs: Tensor, *,
     log-sum-exp of its other logits lse_tail (N,) and the teacher's logprobs (N, k)."""
     lse = torch.logaddexp(lse_tail, a_top.logsumexp(-1))  # (N,) student normaliser
     logq = torch.cat([a_top, lse_tail[:, None]], dim=1) - lse[:, None]  # (N, k+1)
-    tail = (1.0 - logprobs.float().exp().sum(-1)).clamp_min(0.0)  # (N,) teacher tail mass r
+    tail = (1.0 - logprobs.float().exp().sum(-1)).clamp_min(TAIL_FLOOR)  # (N,) teacher tail mass r
     if tail_empty:  # k = V: the tail is empty, so r is rounding noise, not mass
         tail = torch.zeros_like(tail)
     logp = torch.cat([logprobs.float(), tail.log()[:, None]], dim=1)  # (N, k+1)
@@ -514,7 +529,7 @@ def dac_kl_keep(teacher_probs: Tensor, lower: float | Tensor, upper: float | Ten
     return (teacher_probs >= lo) & (teacher_probs <= hi)
 
 
-def dac_kl_loss(student_logits: Tensor, teacher_logits: Tensor, *, lower: float | Tensor = 0.99,
+def dac_kl_loss(student_logits: Tensor, teacher_logits: Tensor | TopKTeacher, *, lower: float | Tensor = 0.99,
                 upper: float | Tensor = 1.0, T: float = 1.0, mask: Tensor | None = None,
                 labels: Tensor | None = None, ignore_index: int = -100,
                 reduction: str = "mean") -> Tensor:
@@ -534,11 +549,15 @@ def dac_kl_loss(student_logits: Tensor, teacher_logits: Tensor, *, lower: float 
     not specify that network, so here the bounds are fixed hyper-parameters (defaults are ours:
     the top 1 % of the vocabulary, ~490 of SmolLM2's 49,152 tokens, plus the target). ``lower`` /
     ``upper`` may also be (N,) tensors, e.g. from your own predictor, but the hard clip passes no
-    gradient to them. Dense teachers only (a top-k cache is already a clip). No T^2.
+    gradient to them. A :class:`TopKTeacher` is already a clip: it goes to :func:`dac_kl_topk`
+    (S = its k tokens + the target; ``lower`` / ``upper`` are then unused). No T^2.
     Shape: student_logits, teacher_logits (N, V); labels (N,) -> scalar (mean over tokens).
     Paper: Liu et al., "Multi-Granularity Semantic Revision for Large Language Model
     Distillation" (MGSR), 2024, arXiv:2407.10068.
     """
+    if isinstance(teacher_logits, TopKTeacher):
+        return dac_kl_topk(student_logits, teacher_logits, T=T, mask=mask, labels=labels,
+                           ignore_index=ignore_index, reduction=reduction)
     check_dense_pair(student_logits, teacher_logits, T, reduction)
     lo, hi = torch.as_tensor(lower, dtype=torch.float64), torch.as_tensor(upper, dtype=torch.float64)
     if torch.isnan(lo).any() or torch.isnan(hi).any() or not (0 <= lo).all() or not (hi <= 1).all() \
@@ -559,4 +578,39 @@ def dac_kl_loss(student_logits: Tensor, teacher_logits: Tensor, *, lower: float 
     logp = F.log_softmax(a_t.masked_fill(~kept, NEG), dim=-1)  # (N, V) renormalised over S
     logq = F.log_softmax((student_logits.float() / T).masked_fill(~kept, NEG), dim=-1)
     per_token = row_divergence(logq, logp, divergence="forward_kl")  # (N,)
+    return reduce_tokens(per_token, keep, reduction)
+
+
+def dac_kl_topk(student_logits: Tensor, teacher: TopKTeacher, *, T: float = 1.0,
+                mask: Tensor | None = None, labels: Tensor | None = None, ignore_index: int = -100,
+                reduction: str = "mean") -> Tensor:
+    r"""DAC-KL on a top-k teacher: the clipped set S is the teacher's k listed tokens (+ the target).
+
+    A top-k cache has already clipped the teacher's low-density tail, so S needs no quantiles:
+    teacher and student are renormalised over S and compared by forward KL, in O(N k) instead of
+    O(N V log V). A target outside the top k gets the evenly spread tail probability r / (V - k)
+    (``TopKTeacher.to_dense``'s completion). Equals :func:`dac_kl_loss` on ``teacher.to_dense(V)``
+    whenever that keeps exactly the top k (+ the target). Shape: student_logits (N, V) -> scalar.
+    """
+    check_logits("student_logits", student_logits)
+    check_temperature(T)
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    n, vocab = student_logits.shape
+    check_topk(teacher, n, vocab, T)
+    keep = token_mask(n, mask, labels, ignore_index, student_logits.device)
+    idx, logp = teacher.indices, teacher.logprobs.float()                          # (N, k)
+    a = student_logits.float() / T
+    logq = a.gather(1, idx)                                                        # (N, k)
+    if labels is not None:  # one extra slot for the target, empty when it is already listed
+        target = torch.where(keep, labels, torch.zeros_like(labels)).long()[:, None]   # (N, 1)
+        if target.min() < 0 or target.max() >= vocab:
+            raise ValueError(f"labels of counted tokens must be token ids in [0, V={vocab})")
+        listed = (idx == target).any(-1, keepdim=True)                                 # (N, 1)
+        rest = max(vocab - idx.shape[1], 1)
+        target_lp = (teacher.tail_mass().clamp_min(1e-30) / rest).log()[:, None]
+        logp = torch.cat([logp, torch.where(listed, NEG, target_lp)], dim=1)           # (N, k+1)
+        logq = torch.cat([logq, torch.where(listed, NEG, a.gather(1, target))], dim=1)
+    logp, logq = F.log_softmax(logp, dim=-1), F.log_softmax(logq, dim=-1)          # renormalised over S
+    per_token = row_divergence(logq, logp, divergence="forward_kl")                    # (N,)
     return reduce_tokens(per_token, keep, reduction)
