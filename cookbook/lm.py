@@ -3,8 +3,8 @@
 The student shares the teacher's tokenizer (SmolLM2, 49,152 tokens), so every distillation loss
 compares distributions over the same vocabulary. With a vocabulary that large the output head
 dominates the cost of a small model (49,152 x H weights, a (tokens x 49,152) matrix per step), so
-the student is narrow (H = 128) and trained from scratch: a truncated copy of the teacher would keep
-its 576-wide head, 4.5x the cost per step on a CPU.
+the student is narrow (H = 64) and trained from scratch: a truncated copy of the teacher would keep
+its 576-wide head, 9x the cost per step on a CPU.
 """
 
 from __future__ import annotations
@@ -40,11 +40,11 @@ def domain_id(domain: str) -> int:
     return len(DOMAINS) - 1
 
 
-def tiny_llama(vocab_size: int = 49_152, hidden: int = 128, layers: int = 4, heads: int = 4,
-               intermediate: int = 384, max_len: int = 512, seed: int = 0) -> nn.Module:
+def tiny_llama(vocab_size: int = 49_152, hidden: int = 64, layers: int = 4, heads: int = 4,
+               intermediate: int = 256, max_len: int = 512, seed: int = 0) -> nn.Module:
     """A Llama-architecture student (RoPE, RMSNorm, SwiGLU, tied embeddings), randomly initialised.
 
-    Defaults: 7.1 M parameters, 6.3 M of them the tied embedding / head.
+    Defaults: 3.4 M parameters, 3.1 M of them the tied 49,152 x 64 embedding / head.
     """
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -233,3 +233,41 @@ def complete(model: nn.Module, tokenizer, prompt: str, max_new_tokens: int = 32)
     """Greedy continuation of ``prompt`` (the text after the prompt only)."""
     ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).input_ids
     return tokenizer.decode(continue_ids(model, ids, max_new_tokens)[0, ids.shape[1]:])
+
+
+# ----------------------------------------------------------------------------- the teacher caches
+
+CACHE_SPLITS = {"train": "train", "val": "val", "eval": "test"}   # cache name -> corpus split
+
+
+def stdlib_caches(sizes: dict[str, int], *, seq_len: int = 64, k: int = 32, root=None,
+                  seed: int = 0, batch_size: int = 16, progress: bool = True) -> dict:
+    """SmolLM2's top-k caches over stdlib windows: {"train", "val", "eval"} -> TopKCache.
+
+    ``sizes`` gives the number of windows per cache; "val" (the same number from every domain) is
+    for choices made during training (DDK's domain losses), "eval" (the corpus's test split) only
+    for the final numbers. Each cache also stores every window's ``domain``. Built once under
+    ``root`` (default: cache_dir()), running the teacher; later calls open them without loading it.
+    The committed FAST cache (assets/llm/smollm2-topk32-L64-fast) was built by this function with
+    sizes {"train": 128, "val": 32, "eval": 48}.
+    """
+    from cookbook.teachers.llm import NAME, load_teacher, load_tokenizer
+    from cookbook.teachers.topk_cache import build_topk_cache, open_topk_cache
+
+    unknown = set(sizes) - set(CACHE_SPLITS)
+    if unknown:
+        raise ValueError(f"unknown cache names {sorted(unknown)}; choose from {list(CACHE_SPLITS)}")
+    root = cache_dir() / f"{NAME}-topk{k}-L{seq_len}" if root is None else root
+    out, teacher, tokenizer = {}, None, None
+    for name, n in sizes.items():
+        path = root / f"{name}-{n}"
+        if (path / "manifest.json").exists():
+            out[name] = open_topk_cache(path)
+            continue
+        tokenizer = tokenizer or load_tokenizer()
+        teacher = teacher or load_teacher()
+        ids, domain = sample_windows(*lm_windows(tokenizer, CACHE_SPLITS[name], seq_len), n, seed,
+                                     stratified=name == "val")
+        out[name] = build_topk_cache(teacher, ids, path, k=k, teacher=NAME, batch_size=batch_size,
+                                     extras={"domain": domain}, progress=progress)
+    return out
