@@ -7,10 +7,7 @@ import pytest
 import torch
 
 from cookbook import lm
-from cookbook.config import ASSETS
-from cookbook.teachers.topk_cache import build_topk_cache, open_topk_cache
-
-FAST_CACHE = ASSETS / "llm" / "smollm2-topk32-L64-fast"
+from cookbook.teachers.topk_cache import build_topk_cache
 
 
 def test_tiny_llama_shape_and_size():
@@ -83,7 +80,8 @@ def test_evaluate_lm_against_the_cache_of_the_same_model(tmp_path):
 
 
 def test_committed_fast_cache_and_tokenizer():
-    caches = {p.name.split("-")[0]: open_topk_cache(p) for p in FAST_CACHE.iterdir()}
+    from cookbook.teachers.llm import open_fast_cache
+    caches = open_fast_cache()
     assert {n: len(c) for n, c in caches.items()} == {"train": 128, "val": 32, "eval": 48}
     train = caches["train"]
     assert train.k == 32 and train.vocab_size == 49_152 and train.input_ids.shape == (128, 64)

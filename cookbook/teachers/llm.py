@@ -128,5 +128,38 @@ def load_teacher(num_layers: int | None = None, attn_implementation: str = "sdpa
     return freeze(model)
 
 
+FAST_CACHE = "llm/smollm2-topk32-L64-fast"
+FAST_CACHE_SIZES = {"train": 128, "val": 32, "eval": 48}
+
+
+def open_fast_cache() -> dict:
+    """The committed FAST teacher cache: {"train", "val", "eval"} -> TopKCache (sha256-checked)."""
+    from cookbook import assets
+    from cookbook.teachers.topk_cache import open_topk_cache
+
+    return {name: open_topk_cache(assets.asset(f"{FAST_CACHE}/{name}-{n}/manifest.json").parent)
+            for name, n in FAST_CACHE_SIZES.items()}
+
+
+def build_fast_cache() -> None:
+    """Rebuild the committed FAST teacher cache (assets/llm/smollm2-topk32-L64-fast, ~3 min)."""
+    import shutil
+
+    from cookbook import assets, lm
+    from cookbook.config import ASSETS
+
+    root = ASSETS / FAST_CACHE
+    shutil.rmtree(root, ignore_errors=True)
+    lm.stdlib_caches(FAST_CACHE_SIZES, seq_len=64, k=32, root=root)
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            assets.register(path)
+
+
 if __name__ == "__main__":
-    export_tokenizer()
+    import sys
+
+    jobs = {"tokenizer": export_tokenizer, "fast-cache": build_fast_cache}
+    if len(sys.argv) != 2 or sys.argv[1] not in jobs:
+        raise SystemExit(f"usage: python -m cookbook.teachers.llm {{{' | '.join(jobs)}}}")
+    jobs[sys.argv[1]]()
