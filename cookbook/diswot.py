@@ -45,13 +45,12 @@ def class_activation_maps(feats: torch.Tensor, logits: torch.Tensor) -> torch.Te
     feats must be (B, K, H, W) and part of the graph that produced ``logits``; a flat (B, D) feature
     counts as a 1 x 1 map.
     """
-    if feats.dim() == 2:
-        feats = feats[:, :, None, None]
     maps = []
     for c in range(logits.shape[1]):
-        (grad,) = torch.autograd.grad(logits[:, c].sum(), feats, retain_graph=True)    # (B, K, H, W)
+        (grad,) = torch.autograd.grad(logits[:, c].sum(), feats, retain_graph=True)    # like feats
+        grad, act = (grad[:, :, None, None], feats[:, :, None, None]) if feats.dim() == 2 else (grad, feats)
         weights = grad.mean((2, 3), keepdim=True)                                     # (B, K, 1, 1)
-        maps.append(F.relu((weights * feats).sum(1)).flatten())                       # (B * H * W,)
+        maps.append(F.relu((weights * act).sum(1)).flatten())                         # (B * H * W,)
     return torch.stack(maps)                                                           # (C, B*H*W)
 
 
