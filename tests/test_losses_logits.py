@@ -6,7 +6,16 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cookbook.losses import kd_loss, soft_targets
+from cookbook.losses import (
+    dho_loss,
+    dkd_loss,
+    dual_head_probs,
+    ensemble_soft_targets,
+    kd_loss,
+    meal_v2_loss,
+    pld_loss,
+    soft_targets,
+)
 
 
 def test_kd_hand_computed_value():
@@ -114,3 +123,161 @@ def test_kl_nonnegative_and_zero_on_itself(z, T, seed):
     t = s + torch.randn(s.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     assert kd_loss(s, t, T=T).item() >= -1e-9
     assert abs(kd_loss(s, s.clone(), T=T).item()) < 1e-9
+
+
+# --- DKD (arXiv 2203.08679) --------------------------------------------------------------------
+
+def _batch(seed=0, b=6, c=10, scale=3.0, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    s = torch.randn(b, c, generator=g, dtype=dtype)
+    t = torch.randn(b, c, generator=g, dtype=dtype) * scale
+    return s, t, torch.randint(0, c, (b,), generator=g)
+
+
+@pytest.mark.parametrize("T", [1.0, 4.0])
+def test_dkd_decomposes_kd(T):
+    # the paper's Eq. 1: KD = TCKD + (1 - p_y^t) NCKD, per sample
+    s, t, y = _batch(0, dtype=torch.float64)
+    tckd = dkd_loss(s, t, y, alpha=1.0, beta=0.0, T=T, reduction="none")
+    nckd = dkd_loss(s, t, y, alpha=0.0, beta=1.0, T=T, reduction="none")
+    p_y = F.softmax(t / T, -1).gather(1, y[:, None])[:, 0]
+    assert torch.allclose(tckd + (1 - p_y) * nckd, kd_loss(s, t, T=T, reduction="none"), atol=1e-10)
+
+
+def test_dkd_hand_computed_value():
+    # 3 classes, label 0, T = 1. Teacher p = [1/2, 1/4, 1/4]; student uniform.
+    t = torch.log(torch.tensor([[2.0, 1.0, 1.0]]))
+    s, y = torch.zeros(1, 3), torch.tensor([0])
+    tckd = 0.5 * math.log(0.5 / (1 / 3)) + 0.5 * math.log(0.5 / (2 / 3))
+    nckd = 0.0                                     # non-target parts are both uniform over 2 classes
+    got = dkd_loss(s, t, y, alpha=2.0, beta=8.0, T=1.0)
+    assert got.item() == pytest.approx(2.0 * tckd + 8.0 * nckd, abs=1e-6)
+    t2 = torch.log(torch.tensor([[2.0, 3.0, 1.0]]))          # non-target teacher [3/4, 1/4]
+    want_nckd = 0.75 * math.log(0.75 / 0.5) + 0.25 * math.log(0.25 / 0.5)
+    assert dkd_loss(s, t2, y, alpha=0.0, beta=1.0, T=1.0).item() == pytest.approx(want_nckd, abs=1e-6)
+
+
+def test_dkd_zero_on_itself_and_gradient():
+    s, t, y = _batch(1, dtype=torch.float64)
+    assert dkd_loss(t, t, y).abs().item() < 1e-10
+    s.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda z: dkd_loss(z, t, y, alpha=1.0, beta=8.0, T=4.0), (s,))
+    t.requires_grad_(True)
+    dkd_loss(s, t, y).backward()
+    assert t.grad is None
+
+
+def test_dkd_bad_input():
+    s, t, y = _batch(2)
+    with pytest.raises(ValueError, match="labels must lie"):
+        dkd_loss(s, t, torch.full_like(y, 10))
+    with pytest.raises(ValueError, match="int64"):
+        dkd_loss(s, t, y.float())
+    with pytest.raises(ValueError, match="at least 3 classes"):
+        dkd_loss(s[:, :2], t[:, :2], y % 2)
+    with pytest.raises(ValueError, match=">= 0"):
+        dkd_loss(s, t, y, beta=-1.0)
+    with pytest.raises(ValueError, match="T must be > 0"):
+        dkd_loss(s, t, y, T=0.0)
+
+
+# --- PLD (arXiv 2506.12542) --------------------------------------------------------------------
+
+def _pld_loop(s, t, y, T=1.0):
+    """The definition, one position at a time."""
+    out = []
+    for b in range(len(s)):
+        order = [int(y[b])] + [c for c in t[b].argsort(descending=True).tolist() if c != y[b]]
+        w = F.softmax(t[b] / T, -1)
+        out.append(sum(w[order[k]] * (torch.logsumexp(s[b, order[k:]], 0) - s[b, order[k]]) for k in range(len(order))))
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("b, c, T", [(5, 10, 1.0), (3, 3, 2.0), (7, 26, 0.5)])
+def test_pld_matches_loop_reference(b, c, T):
+    s, t, y = _batch(3, b, c, dtype=torch.float64)
+    assert torch.allclose(pld_loss(s, t, y, T=T, reduction="none"), _pld_loop(s, t, y, T), atol=1e-10)
+
+
+def test_pld_two_class_hand_value_and_first_term_is_weighted_ce():
+    # 2 classes: only the first choice costs anything: w_y * CE(s, y)
+    s, t, y = torch.tensor([[1.0, -1.0]]), torch.tensor([[0.0, math.log(3.0)]]), torch.tensor([0])
+    assert pld_loss(s, t, y).item() == pytest.approx(0.25 * F.cross_entropy(s, y).item(), rel=1e-6)
+
+
+def test_pld_minimised_by_the_teacher_ranking_and_translation_invariant():
+    s, t, y = _batch(4, 8, 10)
+    aligned = t.clone().scatter_(1, y[:, None], float(t.max()) + 5.0) * 10      # ranks exactly like pi, sharply
+    base = pld_loss(aligned, t, y)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        assert pld_loss(aligned[:, torch.randperm(10, generator=g)], t, y) > base
+    assert torch.allclose(pld_loss(s + 7.0, t, y), pld_loss(s, t, y), atol=1e-5)
+
+
+def test_pld_gradient_and_bad_input():
+    s, t, y = _batch(5, dtype=torch.float64)
+    s.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda z: pld_loss(z, t, y), (s,))
+    with pytest.raises(ValueError, match="same shape"):
+        pld_loss(s, t[:, :5], y)
+    with pytest.raises(ValueError, match="labels must"):
+        pld_loss(s, t, y[:3])
+    with pytest.raises(ValueError, match="reduction"):
+        pld_loss(s, t, y, reduction="sum")
+
+
+# --- MEAL V2 (arXiv 2009.08453) ----------------------------------------------------------------
+
+def test_ensemble_soft_targets():
+    a, b = torch.randn(4, 5), torch.randn(4, 5)
+    p = ensemble_soft_targets([a, b])
+    assert torch.allclose(p, (F.softmax(a, -1) + F.softmax(b, -1)) / 2)
+    assert torch.allclose(p.sum(-1), torch.ones(4))
+    with pytest.raises(ValueError, match="at least one"):
+        ensemble_soft_targets([])
+    with pytest.raises(ValueError, match="same shape"):
+        ensemble_soft_targets([a, b[:, :3]])
+
+
+def test_meal_v2_each_player_gets_only_its_own_gradient():
+    torch.manual_seed(0)
+    disc = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
+    s, p = torch.randn(6, 5, requires_grad=True), ensemble_soft_targets([torch.randn(6, 5)])
+    # the discriminator's gradient equals that of its own BCE loss alone (the adversarial term does not reach it)
+    meal_v2_loss(s, p, disc, adv_weight=0.7).backward()
+    got = [q.grad.clone() for q in disc.parameters()]
+    disc.zero_grad()
+    q = F.softmax(s.detach(), -1)
+    d_loss = (F.binary_cross_entropy_with_logits(disc(p), torch.ones(6, 1))
+              + F.binary_cross_entropy_with_logits(disc(q), torch.zeros(6, 1)))
+    d_loss.backward()
+    assert all(torch.allclose(a, b.grad, atol=1e-6) for a, b in zip(got, disc.parameters()))
+    # the student's gradient is soft CE's plus the adversarial term's (zero at adv_weight = 0)
+    s.grad = None
+    meal_v2_loss(s, p, disc, adv_weight=0.0).backward()
+    assert torch.allclose(s.grad, (F.softmax(s.detach(), -1) - p) / 6, atol=1e-6)
+
+
+def test_meal_v2_bad_input():
+    disc = torch.nn.Linear(3, 1)
+    with pytest.raises(ValueError, match="probabilities"):
+        meal_v2_loss(torch.randn(2, 3), torch.randn(2, 3), disc)
+    with pytest.raises(ValueError, match="adv_weight"):
+        meal_v2_loss(torch.randn(2, 3), torch.full((2, 3), 1 / 3), disc, adv_weight=-1.0)
+
+
+# --- DHO (arXiv 2505.07675) --------------------------------------------------------------------
+
+def test_dho_loss_and_dual_head_probs():
+    s, t, y = _batch(6)
+    ce_l, kd_l = s[:3], s[3:] * 2
+    want = 0.3 * F.cross_entropy(ce_l, y[:3]) + 0.7 * kd_loss(kd_l, t[3:], T=2.0)
+    assert torch.allclose(dho_loss(ce_l, y[:3], kd_l, t[3:], T=2.0, lam=0.3), want)
+    assert torch.allclose(dual_head_probs(s, t, alpha=0.0), F.softmax(s, -1))
+    assert torch.allclose(dual_head_probs(s, t, alpha=1.0, beta=2.0), F.softmax(t / 2, -1))
+    assert torch.allclose(dual_head_probs(s, t, alpha=0.4, beta=1.5).sum(-1), torch.ones(len(s)))
+    with pytest.raises(ValueError, match="alpha"):
+        dual_head_probs(s, t, alpha=1.2)
+    with pytest.raises(ValueError, match="lam"):
+        dho_loss(ce_l, y[:3], kd_l, t[3:], lam=-0.1)

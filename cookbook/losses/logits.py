@@ -65,3 +65,167 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, *, T: fl
         return alpha * kl + (1 - alpha) * ce * labelled
     ce_mean = ce.sum() / labelled.sum().clamp(min=1)
     return alpha * kl.mean() + (1 - alpha) * ce_mean
+
+
+def _check_labels(labels: torch.Tensor, logits: torch.Tensor) -> None:
+    if logits.dim() != 2:
+        raise ValueError(f"logits must be (batch, classes), got shape {tuple(logits.shape)}")
+    if labels.shape != logits.shape[:1] or labels.dtype != torch.long:
+        raise ValueError(f"labels must be int64 of shape ({logits.shape[0]},), got {labels.dtype} {tuple(labels.shape)}")
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= logits.shape[1]):
+        raise ValueError(f"labels must lie in [0, {logits.shape[1] - 1}], got [{int(labels.min())}, {int(labels.max())}]")
+
+
+def dkd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, *,
+             alpha: float = 1.0, beta: float = 8.0, T: float = 4.0, reduction: str = "mean") -> torch.Tensor:
+    """Decoupled knowledge distillation: KD split into a target-class and a non-target-class part.
+
+        TCKD = KL(b_t || b_s),      b = [p_y, 1 - p_y]                       (binary: target vs rest)
+        NCKD = KL(q_t || q_s),      q_i = p_i / (1 - p_y) for i != y          (non-target classes only)
+        DKD  = T^2 * (alpha * TCKD + beta * NCKD)
+
+    with p = softmax(z / T). Classic KD is the special case KD = TCKD + (1 - p_y^t) NCKD (the paper's
+    Eq. 1; tested), so the teacher's confidence p_y^t silently down-weights NCKD; DKD frees it with
+    beta. The paper trains with CE + DKD (add the CE yourself).
+
+    student_logits, teacher_logits: (B, C), C >= 3. labels: (B,) int64. reduction: "mean" or "none" (B,).
+
+    Paper: Zhao, Cui, Song, Qiu, Liang, "Decoupled Knowledge Distillation", CVPR 2022, arXiv 2203.08679.
+    """
+    check_temperature(T)
+    check_pair(student_logits, teacher_logits)
+    check_reduction(reduction)
+    _check_labels(labels, student_logits)
+    if student_logits.shape[1] < 3:
+        raise ValueError("DKD needs at least 3 classes (NCKD is a distribution over the C - 1 non-target ones)")
+    if alpha < 0 or beta < 0:
+        raise ValueError(f"alpha and beta must be >= 0, got {alpha}, {beta}")
+
+    target = F.one_hot(labels, student_logits.shape[1]).bool()                          # (B, C)
+
+    def parts(logits):
+        z = logits / T
+        lse_all = torch.logsumexp(z, -1)                                                # (B,)
+        lse_rest = torch.logsumexp(z.masked_fill(target, float("-inf")), -1)            # (B,)
+        log_b = torch.stack([z[target] - lse_all, lse_rest - lse_all], -1)              # (B, 2)
+        log_q = F.log_softmax(z.masked_fill(target, float("-inf")), -1)                 # (B, C), -inf at y
+        return log_b, log_q
+
+    log_b_s, log_q_s = parts(student_logits)
+    log_b_t, log_q_t = parts(teacher_logits.detach())
+    tckd = (log_b_t.exp() * (log_b_t - log_b_s)).sum(-1)                                # (B,)
+    nckd = (log_q_t.exp() * (log_q_t - log_q_s)).masked_fill(target, 0.0).sum(-1)      # (B,)
+    loss = T**2 * (alpha * tckd + beta * nckd)
+    return loss.mean() if reduction == "mean" else loss
+
+
+def pld_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, *,
+             T: float = 1.0, reduction: str = "mean") -> torch.Tensor:
+    """Plackett-Luce distillation: a confidence-weighted list-wise loss over the teacher's ranking.
+
+    The "teacher-optimal" permutation pi puts the true label first, then the other classes in
+    descending teacher logit. Under the Plackett-Luce model the student's scores s pick pi_k out of
+    the classes not yet chosen; each choice is weighted by the teacher's confidence in that class:
+
+        L = sum_k  w_{pi_k} * ( -s_{pi_k} + log sum_{j >= k} exp(s_{pi_j}) ),   w = softmax(t / T)
+
+    The first term is w_y * CE(s, y), so PLD replaces CE + KD with one loss and no mixing weight. It
+    is convex in s and unchanged by adding a constant to s. Computed without a loop: gather the
+    scores in ranked order, then a reverse cumulative log-sum-exp gives every suffix at once.
+
+    student_logits, teacher_logits: (B, C); labels: (B,) int64. reduction: "mean" or "none" (B,).
+
+    Paper: Bassam, Zhu, Bian, "PLD: A Choice-Theoretic List-Wise Knowledge Distillation", 2025,
+    arXiv 2506.12542.
+    """
+    check_temperature(T)
+    check_pair(student_logits, teacher_logits)
+    check_reduction(reduction)
+    _check_labels(labels, student_logits)
+    teacher_logits = teacher_logits.detach()
+
+    target = F.one_hot(labels, student_logits.shape[1]).bool()                          # (B, C)
+    order = teacher_logits.masked_fill(target, float("inf")).argsort(-1, descending=True)  # (B, C) = pi
+    s = student_logits.gather(-1, order)                                                # (B, C) ranked
+    suffix_lse = s.flip(-1).logcumsumexp(-1).flip(-1)                                   # (B, C): k -> lse_{j>=k}
+    w = F.softmax(teacher_logits / T, -1).gather(-1, order)                             # (B, C)
+    loss = (w * (suffix_lse - s)).sum(-1)                                               # (B,)
+    return loss.mean() if reduction == "mean" else loss
+
+
+def ensemble_soft_targets(teacher_logits: list[torch.Tensor] | tuple[torch.Tensor, ...], T: float = 1.0) -> torch.Tensor:
+    """The mean of several teachers' softmax outputs (MEAL V2's supervision): (B, C) probabilities.
+
+    teacher_logits: a non-empty sequence of (B, C) tensors. Averaging probabilities, not logits, keeps
+    each teacher's calibration: one over-confident teacher cannot dominate the target.
+    """
+    if len(teacher_logits) == 0:
+        raise ValueError("ensemble_soft_targets needs at least one teacher's logits")
+    for t in teacher_logits[1:]:
+        check_pair(teacher_logits[0], t)
+    return torch.stack([soft_targets(t.detach(), T) for t in teacher_logits]).mean(0)
+
+
+def meal_v2_loss(student_logits: torch.Tensor, target_probs: torch.Tensor, discriminator: torch.nn.Module, *,
+                 adv_weight: float = 0.1) -> torch.Tensor:
+    """MEAL V2: soft cross-entropy to the teachers' mean probabilities plus a discriminator on outputs.
+
+        L_student = -sum_i p_i log q_i  +  adv_weight * (-log D(q))          (q = softmax(student))
+        L_D       = -log D(p) - log(1 - D(q))                                 (p = ensemble target)
+
+    No hard labels. D sees only final probability vectors: "real" = the ensemble's, "fake" = the
+    student's. Returns L_student + L_D as one scalar for one optimizer over the student's and D's
+    parameters: the student's adversarial term reaches D only through detached copies of D's
+    weights, and L_D sees only a detached q, so each part trains only its own player.
+
+    student_logits: (B, C); target_probs: (B, C) rows summing to 1; discriminator: (B, C) -> (B, 1) logits.
+
+    Paper: Shen, Savvides, "MEAL V2: Boosting Vanilla ResNet-50 to 80%+ Top-1 Accuracy on ImageNet
+    without Tricks", 2020, arXiv 2009.08453.
+    """
+    check_pair(student_logits, target_probs, name="outputs")
+    if adv_weight < 0:
+        raise ValueError(f"adv_weight must be >= 0, got {adv_weight}")
+    if (target_probs < 0).any() or not torch.allclose(target_probs.sum(-1), torch.ones(len(target_probs)).to(target_probs), atol=1e-4):
+        raise ValueError("target_probs must be probabilities (non-negative rows summing to 1): use ensemble_soft_targets")
+    target_probs = target_probs.detach()
+    log_q = F.log_softmax(student_logits, -1)                                           # (B, C)
+    similarity = -(target_probs * log_q).sum(-1).mean()
+    frozen = {k: v.detach() for k, v in discriminator.named_parameters()}
+    fool = torch.func.functional_call(discriminator, frozen, (log_q.exp(),))            # (B, 1)
+    adversarial = F.binary_cross_entropy_with_logits(fool, torch.ones_like(fool))
+    d_real, d_fake = discriminator(target_probs), discriminator(log_q.exp().detach())  # (B, 1) each
+    d_loss = (F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real))
+              + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake)))
+    return similarity + adv_weight * adversarial + d_loss
+
+
+def dho_loss(ce_logits: torch.Tensor, labels: torch.Tensor, kd_logits: torch.Tensor, teacher_logits: torch.Tensor,
+             *, T: float = 2.0, lam: float = 0.5) -> torch.Tensor:
+    """Dual-Head Optimization training loss: CE on one head, KD on the other, shared features.
+
+        L = lam * CE(h_ce(x_l), y)  +  (1 - lam) * T^2 KL(p_T(t) || p_T(h_kd(x)))
+
+    ce_logits: (B_l, C) from the CE head on labelled images, labels: (B_l,).
+    kd_logits, teacher_logits: (B, C) from the KD head and the teacher on every image of the step
+    (labelled and unlabelled together). Because each head sees only one signal, the two gradients
+    never fight inside a head; they meet only in the shared feature extractor.
+
+    Paper: Kang, Lee, Jang, Hwang, "Simple Semi-supervised Knowledge Distillation from Vision-Language
+    Models via Dual-Head Optimization", 2025, arXiv 2505.07675.
+    """
+    check_unit_interval(lam, "lam")
+    _check_labels(labels, ce_logits)
+    return lam * F.cross_entropy(ce_logits, labels) + (1 - lam) * kd_loss(kd_logits, teacher_logits, T=T)
+
+
+def dual_head_probs(ce_logits: torch.Tensor, kd_logits: torch.Tensor, *, alpha: float, beta: float = 1.0) -> torch.Tensor:
+    """DHO's prediction: p = (1 - alpha) * softmax(h_ce) + alpha * softmax(h_kd / beta), (B, C).
+
+    alpha in [0, 1] moves from the label head (0) to the teacher head (1); beta > 0 re-tempers the KD
+    head. Both are picked on validation data after training, no retraining needed (arXiv 2505.07675).
+    """
+    check_unit_interval(alpha, "alpha")
+    check_temperature(beta)
+    check_pair(ce_logits, kd_logits)
+    return (1 - alpha) * F.softmax(ce_logits, -1) + alpha * F.softmax(kd_logits / beta, -1)
