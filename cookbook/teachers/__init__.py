@@ -2,6 +2,7 @@
 
 Registered teachers (weights in assets/teachers/, rebuilt by ``python -m cookbook.teachers build NAME``):
 - ``fmnist-cnn``: SmallCNN (0.19M parameters) on Fashion-MNIST, >= 92% test accuracy.
+- ``fmnist-lt-cnn``: SmallCNN (64k parameters) on long-tailed Fashion-MNIST, SAM + DRW (notebook 01b).
 """
 
 from cookbook.models import SmallCNN
@@ -24,6 +25,15 @@ register(TeacherSpec(
     recipe=recipes.fmnist_cnn,
     metric="test_acc",
     description="SmallCNN(width=32), 0.19M params, Fashion-MNIST 55k train, shift+flip, 12 epochs AdamW",
+))
+
+register(TeacherSpec(
+    name="fmnist-lt-cnn",
+    architecture=lambda: SmallCNN(width=16),
+    recipe=recipes.fmnist_lt_cnn,
+    metric="test_acc",
+    description="SmallCNN(width=16), 64k params, long-tailed Fashion-MNIST (2,478 images, imbalance 100), "
+                "SAM + DRW, 30 epochs AdamW; DeiT-LT's flat CNN teacher (notebook 01b)",
 ))
 
 __all__ = ["REGISTRY", "Teacher", "TeacherSpec", "build", "card", "freeze", "get_spec", "load", "register"]
