@@ -66,14 +66,14 @@ def fmnist_long_tailed() -> tuple[torch.Tensor, torch.Tensor, list[int]]:
     return X[idx], y[idx], counts
 
 
-def sam_step(model: torch.nn.Module, loss_fn, opt: torch.optim.Optimizer, rho: float = 0.05) -> float:
+def sam_step(model: torch.nn.Module, loss_fn, batch: tuple, opt: torch.optim.Optimizer, rho: float = 0.05) -> float:
     """One Sharpness-Aware Minimization step (Foret et al., ICLR 2021, arXiv 2010.01412).
 
     Ascend to w + rho * g / ||g|| (the worst nearby weights), take the gradient there, step from w.
-    Two forward/backward passes per step; ``loss_fn()`` computes the loss on the current batch.
+    Two forward/backward passes per step; ``loss_fn(model, *batch)`` is the loss, as in ``fit``.
     """
     params = [p for p in model.parameters() if p.requires_grad]
-    loss = loss_fn()
+    loss = loss_fn(model, *batch)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     grads = [p.grad for p in params]
@@ -84,7 +84,7 @@ def sam_step(model: torch.nn.Module, loss_fn, opt: torch.optim.Optimizer, rho: f
             if e is not None:
                 p.add_(e)
     opt.zero_grad(set_to_none=True)
-    loss_fn().backward()
+    loss_fn(model, *batch).backward()
     with torch.no_grad():
         for p, e in zip(params, eps):
             if e is not None:
@@ -117,7 +117,7 @@ def fmnist_lt_cnn(seed: int = 0, epochs: int = 30) -> tuple[torch.nn.Module, dic
         weight = drw if epoch >= 2 * epochs // 3 else None
         for xb, yb in batches(X, y, batch_size=128, shuffle=True, generator=gen):
             xb = random_shift_flip(xb, generator=gen)
-            sam_step(model, lambda: F.cross_entropy(model(xb), yb, weight=weight), opt)
+            sam_step(model, lambda m, xb_, yb_, w=weight: F.cross_entropy(m(xb_), yb_, weight=w), (xb, yb), opt)
             sched.step()
     model.eval()
     pred = predict(model, Xt).argmax(-1)
