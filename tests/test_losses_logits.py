@@ -11,8 +11,10 @@ from cookbook.losses import (
     dkd_loss,
     dual_head_probs,
     ensemble_soft_targets,
+    hard_distillation_loss,
     kd_loss,
     meal_v2_loss,
+    ofa_loss,
     pld_loss,
     soft_targets,
 )
@@ -281,3 +283,74 @@ def test_dho_loss_and_dual_head_probs():
         dual_head_probs(s, t, alpha=1.2)
     with pytest.raises(ValueError, match="lam"):
         dho_loss(ce_l, y[:3], kd_l, t[3:], lam=-0.1)
+
+
+def test_ofa_hand_computed_value():
+    # teacher probabilities (0.5, 0.25, 0.25), student uniform, label 0, gamma 2:
+    # target weight (1.5^2 - 1) = 1.25, non-target weights 0.25^2 = 0.0625; each times log 3.
+    t = torch.log(torch.tensor([[0.5, 0.25, 0.25]]))
+    s = torch.zeros(1, 3)
+    want = (1.25 + 2 * 0.0625) * math.log(3.0)
+    assert ofa_loss(s, t, torch.tensor([0]), gamma=2.0).item() == pytest.approx(want, rel=1e-6)
+
+
+def test_ofa_gamma_one_is_soft_cross_entropy():
+    g = torch.Generator().manual_seed(0)
+    s, t = torch.randn(6, 10, generator=g), torch.randn(6, 10, generator=g)
+    y = torch.randint(0, 10, (6,), generator=g)
+    soft_ce = -(F.softmax(t, -1) * F.log_softmax(s, -1)).sum(-1).mean()
+    assert torch.allclose(ofa_loss(s, t, y, gamma=1.0), soft_ce, atol=1e-6)
+
+
+def test_ofa_larger_gamma_pulls_harder_on_the_target():
+    # gradient on the target logit gets more negative (pushes it up more) as gamma grows
+    t = torch.tensor([[0.0, 1.0, 0.5]])                  # teacher unsure of the label 0
+    grads = []
+    for gamma in (1.0, 1.5, 3.0):
+        s = torch.zeros(1, 3, requires_grad=True)
+        ofa_loss(s, t, torch.tensor([0]), gamma=gamma).backward()
+        grads.append(s.grad[0, 0].item())
+    assert grads[0] > grads[1] > grads[2]
+
+
+def test_ofa_gradient_flows_to_student_only():
+    s = torch.randn(4, 5, requires_grad=True)
+    t = torch.randn(4, 5, requires_grad=True)
+    ofa_loss(s, t, torch.tensor([0, 1, 2, 3]), gamma=1.5).backward()
+    assert s.grad is not None and torch.isfinite(s.grad).all() and t.grad is None
+    assert ofa_loss(s, t, torch.tensor([0, 1, 2, 3]), reduction="none").shape == (4,)
+
+
+@pytest.mark.parametrize("kwargs, match", [({"gamma": 0.0}, "gamma"), ({"gamma": -1.0}, "gamma"),
+                                           ({"T": 0.0}, "temperature")])
+def test_ofa_bad_hyper_parameters(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ofa_loss(torch.randn(2, 3), torch.randn(2, 3), torch.tensor([0, 1]), **kwargs)
+
+
+def test_ofa_bad_shapes():
+    with pytest.raises(ValueError, match="same shape"):
+        ofa_loss(torch.randn(2, 3), torch.randn(2, 4), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="labels"):
+        ofa_loss(torch.randn(2, 3), torch.randn(2, 3), torch.tensor([0, 1, 2]))
+
+
+def test_hard_distillation_is_cross_entropy_on_teacher_argmax():
+    g = torch.Generator().manual_seed(2)
+    s, t = torch.randn(8, 5, generator=g), torch.randn(8, 5, generator=g)
+    assert torch.allclose(hard_distillation_loss(s, t), F.cross_entropy(s, t.argmax(-1)))
+    # class weights: a weighted mean over the teacher's labels; uniform weights change nothing
+    w = torch.ones(5) * 3.0
+    assert torch.allclose(hard_distillation_loss(s, t, class_weights=w), hard_distillation_loss(s, t))
+    w = torch.tensor([0.0, 0.0, 0.0, 0.0, 1.0])
+    keep = t.argmax(-1) == 4
+    if keep.any():
+        assert torch.allclose(hard_distillation_loss(s, t, class_weights=w), F.cross_entropy(s[keep], t[keep].argmax(-1)))
+
+
+def test_hard_distillation_bad_input():
+    with pytest.raises(ValueError, match="class_weights"):
+        hard_distillation_loss(torch.randn(2, 3), torch.randn(2, 3), class_weights=torch.ones(4))
+    with pytest.raises(ValueError, match="same shape"):
+        hard_distillation_loss(torch.randn(2, 3), torch.randn(3, 3))
+

@@ -107,3 +107,40 @@ def test_random_shift_flip_keeps_background_and_content():
     assert torch.all((out == x.amin()) | (out == 2.0))        # borders padded with the background, not 0
     assert torch.all((out == 2.0).sum((1, 2, 3)) == 4)        # the square is moved, never cropped (shift 2)
     assert not torch.equal(out, x)
+
+
+def test_long_tailed_teacher_matches_its_card():
+    from cookbook.teachers.recipes import fmnist_long_tailed
+
+    model = teachers.load("fmnist-lt-cnn")
+    card = teachers.card("fmnist-lt-cnn")
+    _, y_lt, counts = fmnist_long_tailed()
+    assert counts == card["metrics"]["train_counts"] and torch.bincount(y_lt).tolist() == counts
+    test = load_fashion_mnist("test")
+    acc = evaluate(model, normalize_images(test.X), test.y)
+    if test.source != "assets subset":
+        assert acc == pytest.approx(card["metrics"]["test_acc"], abs=1e-4)
+    assert acc >= 0.75 and card["bytes"] <= 2e6
+
+
+def test_sam_step_uses_the_gradient_at_the_perturbed_weights():
+    from cookbook.teachers.recipes import sam_step
+
+    torch.manual_seed(0)
+    model = nn.Linear(3, 2)
+    x, y = torch.randn(8, 3), torch.randint(0, 2, (8,))
+
+    def loss_fn(m, xb, yb):
+        return nn.functional.cross_entropy(m(xb), yb)
+
+    w0 = [p.detach().clone() for p in model.parameters()]
+    g0 = torch.autograd.grad(loss_fn(model, x, y), list(model.parameters()))
+    norm = torch.sqrt(sum((g ** 2).sum() for g in g0))
+    probe = nn.Linear(3, 2)
+    with torch.no_grad():
+        for p, w, g in zip(probe.parameters(), w0, g0):
+            p.copy_(w + 0.05 * g / norm)                                  # w + rho g / ||g||
+    g1 = torch.autograd.grad(loss_fn(probe, x, y), list(probe.parameters()))
+    sam_step(model, loss_fn, (x, y), torch.optim.SGD(model.parameters(), lr=0.1), rho=0.05)
+    for p, w, g in zip(model.parameters(), w0, g1):
+        assert torch.allclose(p, w - 0.1 * g, atol=1e-6)                # stepped from w, not from w + e

@@ -1,5 +1,23 @@
 """Small reference students and teachers that timm/transformers/PyG do not provide."""
 
-from cookbook.models.vision import MLP, DualHead, PlainCNN, SmallCNN, TinyResNet
+from cookbook.models.vision import (
+    MLP,
+    DualHead,
+    MaskedAutoencoder,
+    PlainCNN,
+    SmallCNN,
+    StageBranches,
+    TinyResNet,
+    block_outputs,
+    cls_dist_logits,
+    cnn_tokens,
+    patch_tokens,
+    patchify,
+    random_keep,
+    tiny_mixer,
+    tiny_vit,
+)
 
-__all__ = ["MLP", "DualHead", "PlainCNN", "SmallCNN", "TinyResNet"]
+__all__ = ["MLP", "DualHead", "MaskedAutoencoder", "PlainCNN", "SmallCNN", "StageBranches",
+           "TinyResNet", "block_outputs", "cls_dist_logits", "cnn_tokens", "patch_tokens", "patchify",
+           "random_keep", "tiny_mixer", "tiny_vit"]

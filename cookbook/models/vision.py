@@ -129,3 +129,150 @@ class DualHead(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:   # (B, ...) -> 2 x (B, C)
         h = self.backbone(x)
         return self.ce_head(h), self.kd_head(h)
+
+
+def tiny_vit(distilled: bool = False, patch_size: int = 7, embed_dim: int = 64, depth: int = 4,
+             num_heads: int = 4, num_classes: int = 10) -> nn.Module:
+    """A timm ViT for 28 x 28 grey images: 4 x 4 = 16 patch tokens of 7 x 7 pixels, ~0.14M params.
+
+    ``distilled=True`` gives timm's DeiT model (``VisionTransformerDistilled``): a CLS and a DIST
+    token with one head each; in training mode (after ``set_distilled_training(True)``) it returns
+    both logits, in eval mode their average. Patch 7 (16 tokens) trains ~2.5x faster on a CPU
+    than patch 4 (49 tokens) and lines up with the CNN teacher's 7 x 7 map pooled to 4 x 4.
+    """
+    from timm.models.deit import VisionTransformerDistilled
+    from timm.models.vision_transformer import VisionTransformer
+
+    cls = VisionTransformerDistilled if distilled else VisionTransformer
+    return cls(img_size=28, patch_size=patch_size, in_chans=1, num_classes=num_classes, embed_dim=embed_dim,
+               depth=depth, num_heads=num_heads, mlp_ratio=2.0)
+
+
+def tiny_mixer(patch_size: int = 7, embed_dim: int = 64, depth: int = 4, num_classes: int = 10) -> nn.Module:
+    """A timm MLP-Mixer for 28 x 28 grey images: 16 patch tokens, ~0.07M parameters."""
+    from timm.models.mlp_mixer import MlpMixer
+
+    return MlpMixer(img_size=28, patch_size=patch_size, in_chans=1, num_classes=num_classes,
+                    embed_dim=embed_dim, num_blocks=depth, mlp_ratio=(0.5, 2.0))
+
+
+def embed_tokens(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """(B, 1, 28, 28) -> the tokens a timm ViT (prefix + patches) or MLP-Mixer (patches) feeds its first block."""
+    if hasattr(model, "stem"):                                   # MlpMixer
+        return model.stem(x)
+    return model.norm_pre(model._pos_embed(model.patch_embed(x)))
+
+
+def patch_tokens(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """Drop the prefix tokens (CLS, DIST) of a ViT: (B, P + N, D) -> (B, N, D)."""
+    return tokens[:, getattr(model, "num_prefix_tokens", 0):]
+
+
+def block_outputs(model: nn.Module, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Run a timm ViT / MLP-Mixer block by block: ([tokens after each block], final output).
+
+    The final output equals ``model(x)``; the intermediate tokens (B, P + N, D) feed OFA's branches,
+    TRG's token graph and DMAE's feature loss.
+    """
+    tokens, h = [], embed_tokens(model, x)
+    for block in model.blocks:
+        h = block(h)
+        tokens.append(h)
+    return tokens, model.forward_head(model.norm(h))
+
+
+class StageBranches(nn.Module):
+    """OFA-KD branches: one small head per chosen student stage that maps its tokens to logits.
+
+    Each branch is mean over patch tokens -> LayerNorm -> Linear(D, C), a lighter stand-in for the
+    paper's branches (a few blocks of the student's own type, then a head; arXiv 2310.19444).
+    ``forward(x)`` returns (final logits, [branch logits]) so the loss can supervise every stage.
+    """
+
+    def __init__(self, student: nn.Module, stages: Sequence[int], num_classes: int = 10):
+        super().__init__()
+        self.student, self.stages = student, list(stages)
+        dim = student.embed_dim
+        self.heads = nn.ModuleList(nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, num_classes)) for _ in stages)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        tokens, out = block_outputs(self.student, x)
+        return out, [head(patch_tokens(self.student, tokens[s]).mean(1)) for s, head in zip(self.stages, self.heads)]
+
+
+def cls_dist_logits(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two heads of a DeiT model (timm ``VisionTransformerDistilled``): (CLS logits, DIST logits).
+
+    Token 0 is CLS, token 1 is DIST; each goes through the shared final norm and its own linear
+    head. DeiT predicts with their average, which is what ``model(x)`` returns in eval mode.
+    """
+    feats = model.forward_features(x)                      # (B, 2 + N, D)
+    return model.head(feats[:, 0]), model.head_dist(feats[:, 1])
+
+
+def cnn_tokens(feature_map: torch.Tensor, grid: int) -> torch.Tensor:
+    """A CNN feature map (B, C, H, W) -> ``grid * grid`` tokens (B, grid^2, C), row-major like ViT patches.
+
+    Adaptive average pooling: from 7 x 7 to 4 x 4, token (i, j) averages the cells that overlap
+    the ViT's 7 x 7-pixel patch (i, j) (bins 0-1, 1-3, 3-5, 5-6 of the 4-pixel cells).
+    """
+    pooled = nn.functional.adaptive_avg_pool2d(feature_map, grid)       # (B, C, g, g)
+    return pooled.flatten(2).transpose(1, 2)                             # (B, g*g, C)
+
+
+class MaskedAutoencoder(nn.Module):
+    """MAE pre-training around a timm ViT (He et al., 2022) with DMAE's feature head (arXiv 2208.12256).
+
+    The encoder (the ViT's own patch embedding, position embedding, CLS token and blocks) sees only
+    the visible patches; a light decoder (``decoder_dim``, one block) puts mask tokens back and
+    predicts the pixels of every patch. ``feature_dim`` > 0 adds DMAE's projection head, applied to
+    the visible tokens after block ``feature_block``, to be matched to the teacher's features.
+    After pre-training, ``self.vit`` is fine-tuned as an ordinary classifier.
+    """
+
+    def __init__(self, vit: nn.Module, decoder_dim: int = 32, feature_dim: int = 0, feature_block: int = 2):
+        super().__init__()
+        from timm.models.vision_transformer import Block
+
+        self.vit, self.feature_block = vit, feature_block
+        dim, n, p = vit.embed_dim, vit.patch_embed.num_patches, vit.patch_embed.patch_size[0]
+        self.decoder_embed = nn.Linear(dim, decoder_dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
+        self.decoder_pos = nn.Parameter(torch.randn(1, n, decoder_dim) * 0.02)
+        self.decoder = Block(decoder_dim, num_heads=2, mlp_ratio=2.0)
+        self.decoder_pred = nn.Linear(decoder_dim, p * p * vit.patch_embed.proj.in_channels)
+        self.feature_head = nn.Linear(dim, feature_dim) if feature_dim > 0 else None
+
+    def forward(self, x: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x (B, 1, 28, 28), keep (B, K) indices of visible patches ->
+        (pixel predictions for all patches (B, N, p*p), projected visible features (B, K, F) or None)."""
+        vit = self.vit
+        patches = vit.patch_embed(x) + vit.pos_embed[:, 1:]                            # (B, N, D)
+        visible = patches.gather(1, keep[:, :, None].expand(-1, -1, patches.shape[-1]))  # (B, K, D)
+        h = torch.cat([(vit.cls_token + vit.pos_embed[:, :1]).expand(len(x), -1, -1), visible], 1)
+        feats = None
+        for i, block in enumerate(vit.blocks):
+            h = block(h)
+            if i == self.feature_block and self.feature_head is not None:
+                feats = self.feature_head(h[:, 1:])                                      # (B, K, F)
+        d = self.decoder_embed(vit.norm(h)[:, 1:])                                       # (B, K, d)
+        full = self.mask_token.expand(len(x), self.decoder_pos.shape[1], -1).clone()
+        full = full.scatter(1, keep[:, :, None].expand(-1, -1, d.shape[-1]), d) + self.decoder_pos
+        return self.decoder_pred(self.decoder(full)), feats
+
+
+def patchify(x: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """(B, C, H, W) -> (B, N, patch_size^2 * C) in the ViT's row-major patch order."""
+    B, C, H, W = x.shape
+    p = patch_size
+    x = x.reshape(B, C, H // p, p, W // p, p).permute(0, 2, 4, 3, 5, 1)
+    return x.reshape(B, (H // p) * (W // p), p * p * C)
+
+
+def random_keep(batch: int, num_patches: int, mask_ratio: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Indices (B, K) of the visible patches, K = max(1, round(N * (1 - mask_ratio))), per-image random."""
+    if not 0.0 < mask_ratio < 1.0:
+        raise ValueError(f"mask_ratio must be in (0, 1): 0 masks nothing, 1 leaves nothing visible; got {mask_ratio}")
+    k = max(1, round(num_patches * (1 - mask_ratio)))
+    return torch.rand(batch, num_patches, generator=generator).argsort(1)[:, :k]
+

@@ -4,6 +4,7 @@ Registered teachers (weights in assets/teachers/, rebuilt by ``python -m cookboo
 - ``fmnist-cnn``: SmallCNN (0.19M parameters) on Fashion-MNIST, >= 92% test accuracy.
 - ``fmnist-resnet``: TinyResNet (20k parameters), ``fmnist-mlp``: MLP 784-256-256-10 (0.27M parameters):
   two more, cheaper teacher families for ensemble distillation (MEAL V2, notebook 01a).
+- ``fmnist-lt-cnn``: SmallCNN (64k parameters) on long-tailed Fashion-MNIST, SAM + DRW (notebook 01b).
 """
 
 from cookbook.models import MLP, SmallCNN, TinyResNet
@@ -42,6 +43,15 @@ register(TeacherSpec(
     recipe=recipes.fmnist_mlp,
     metric="test_acc",
     description="MLP 784-256-256-10, Fashion-MNIST 55k, no augmentation, 15 epochs AdamW",
+))
+
+register(TeacherSpec(
+    name="fmnist-lt-cnn",
+    architecture=lambda: SmallCNN(width=16),
+    recipe=recipes.fmnist_lt_cnn,
+    metric="test_acc",
+    description="SmallCNN(width=16), 64k params, long-tailed Fashion-MNIST (2,478 images, imbalance 100), "
+                "SAM + DRW, 30 epochs AdamW; DeiT-LT's flat CNN teacher (notebook 01b)",
 ))
 
 __all__ = ["REGISTRY", "Teacher", "TeacherSpec", "build", "card", "freeze", "get_spec", "load", "register"]

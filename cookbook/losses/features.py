@@ -1,0 +1,128 @@
+"""Feature- and token-level distillation losses (notebook 01b: CNN teacher -> ViT / MLP-Mixer students).
+
+Tokens are (B, N, D) tensors: a ViT's patch tokens, or a CNN map turned into tokens with
+``cookbook.models.cnn_tokens``. Student and teacher need the same N (the same patch grid); the
+node, contextual and visible-patch losses also need the same D (project the student first).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from cookbook.losses._checks import check_pair, check_temperature
+
+
+def _check_tokens(student_tokens: torch.Tensor, teacher_tokens: torch.Tensor, same_dim: bool = True) -> None:
+    if student_tokens.dim() != 3 or teacher_tokens.dim() != 3:
+        raise ValueError(f"tokens must be (batch, tokens, dim), got {tuple(student_tokens.shape)} "
+                         f"and {tuple(teacher_tokens.shape)}")
+    if same_dim:
+        check_pair(student_tokens, teacher_tokens, "tokens")
+    elif student_tokens.shape[:2] != teacher_tokens.shape[:2]:
+        raise ValueError(f"student and teacher need the same batch and number of tokens, got "
+                         f"{tuple(student_tokens.shape[:2])} and {tuple(teacher_tokens.shape[:2])}")
+
+
+def token_node_loss(student_tokens: torch.Tensor, teacher_tokens: torch.Tensor) -> torch.Tensor:
+    """TRG's node term: each student token matches its teacher token in direction.
+
+        L_node = mean_{b, n} || s_bn / |s_bn| - t_bn / |t_bn| ||^2  (= 2 - 2 cos)
+
+    student_tokens (projected), teacher_tokens: (B, N, D) -> scalar in [0, 4].
+    Paper: Zhang, Liu, He, "Knowledge Distillation via Token-level Relationship Graph", 2023, arXiv 2306.12442.
+    """
+    _check_tokens(student_tokens, teacher_tokens)
+    s, t = F.normalize(student_tokens, dim=-1), F.normalize(teacher_tokens.detach(), dim=-1)
+    return (s - t).pow(2).sum(-1).mean()
+
+
+def token_relation_loss(student_tokens: torch.Tensor, teacher_tokens: torch.Tensor, *,
+                        tau: float = 0.1) -> torch.Tensor:
+    """TRG's edge term: the token-level relationship graph of the student matches the teacher's.
+
+    All B * N tokens of the batch are nodes; edge weights are cosine similarities A_ij (self-loops
+    dropped), each row turned into a distribution with softmax(A_i / tau); the student's rows match
+    the teacher's in KL:  L_edge = mean_i KL(softmax(A^t_i / tau) || softmax(A^s_i / tau)).
+    Relations compare token with token inside each model, so D_s and D_t may differ (no projection).
+
+    student_tokens (B, N, D_s), teacher_tokens (B, N, D_t) -> scalar >= 0. tau > 0.
+    Paper: Zhang, Liu, He, "Knowledge Distillation via Token-level Relationship Graph", 2023, arXiv 2306.12442.
+    """
+    check_temperature(tau)
+    _check_tokens(student_tokens, teacher_tokens, same_dim=False)
+
+    def log_rows(tokens: torch.Tensor) -> torch.Tensor:
+        z = F.normalize(tokens.flatten(0, 1), dim=-1)                        # (B*N, D)
+        sim = (z @ z.T) / tau                                                # (B*N, B*N)
+        eye = torch.eye(len(z), dtype=torch.bool, device=z.device)
+        return F.log_softmax(sim.masked_fill(eye, -1e4), dim=-1)
+
+    log_t, log_s = log_rows(teacher_tokens.detach()), log_rows(student_tokens)
+    return (log_t.exp() * (log_t - log_s)).sum(-1).mean()
+
+
+def contextual_loss(student_tokens: torch.Tensor, teacher_tokens: torch.Tensor, *,
+                    h: float = 0.5, eps: float = 1e-5) -> torch.Tensor:
+    """The token-wise contextual loss (Mechrez et al., ECCV 2018) that TRG uses inside each image.
+
+    With cosine distances d_ij between teacher token i and student token j of the same image:
+    d~_ij = d_ij / (min_k d_ik + eps), w_ij = exp((1 - d~_ij) / h), CX_ij = w_ij / sum_k w_ik, and
+    L_cx = mean_b -log( mean_i max_j CX_ij ). It is 0 when every teacher token has a student token
+    markedly closer to it than all others, so it asks for matching *context*, not matching positions.
+
+    student_tokens (projected), teacher_tokens: (B, N, D) -> scalar >= 0. h > 0 is the bandwidth.
+    Papers: Mechrez, Talmi, Zelnik-Manor, "The Contextual Loss for Image Transformation with
+    Non-Aligned Data", ECCV 2018, arXiv 1803.02077; used as in TRG, arXiv 2306.12442.
+    """
+    check_temperature(h)
+    _check_tokens(student_tokens, teacher_tokens)
+    t, s = F.normalize(teacher_tokens.detach(), dim=-1), F.normalize(student_tokens, dim=-1)
+    d = 1 - t @ s.transpose(1, 2)                                            # (B, N_t, N_s)
+    d_rel = d / (d.amin(-1, keepdim=True) + eps)
+    cx = F.softmax((1 - d_rel) / h, dim=-1)                                  # rows sum to 1
+    return -torch.log(cx.amax(-1).mean(-1).clamp_min(eps)).mean()
+
+
+def visible_feature_loss(student_feats: torch.Tensor, teacher_tokens: torch.Tensor,
+                         keep: torch.Tensor) -> torch.Tensor:
+    """DMAE's distillation term: student features of the visible patches match the teacher's there.
+
+        L_feat = mean_{b, k in visible} | s_bk - LN(t_{b, keep_bk}) |_1 / D
+
+    LN is a parameter-free layer norm of each teacher token (puts the CNN's features on the
+    student's scale). student_feats (B, K, D): projected student tokens of the K visible patches,
+    in the order of ``keep``; teacher_tokens (B, N, D): the teacher's tokens of all N patches;
+    keep (B, K) int64: visible patch indices, 1 <= K < N (all visible would be no masking).
+    Paper: Bai et al., "Masked Autoencoders Enable Efficient Knowledge Distillers", CVPR 2023, arXiv 2208.12256.
+    """
+    if keep.dim() != 2 or keep.dtype != torch.long or keep.shape != student_feats.shape[:2]:
+        raise ValueError(f"keep must be int64 (B, K) matching student_feats {tuple(student_feats.shape[:2])}, "
+                         f"got {keep.dtype} {tuple(keep.shape)}")
+    n = teacher_tokens.shape[1]
+    if keep.shape[1] >= n:
+        raise ValueError(f"{keep.shape[1]} visible patches out of {n}: nothing is masked")
+    if int(keep.min()) < 0 or int(keep.max()) >= n:
+        raise ValueError(f"keep indexes patches [{int(keep.min())}, {int(keep.max())}] but there are {n}")
+    target = teacher_tokens.detach().gather(1, keep[:, :, None].expand(-1, -1, teacher_tokens.shape[-1]))
+    target = F.layer_norm(target, target.shape[-1:])                         # (B, K, D)
+    check_pair(student_feats, target, "features")
+    return (student_feats - target).abs().mean()
+
+
+def masked_reconstruction_loss(pred_patches: torch.Tensor, patches: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """MAE's loss: mean squared error on the pixels of the masked patches only (He et al., 2022).
+
+        L_rec = mean_{b, n not in keep_b} || pred_bn - norm(x_bn) ||^2 / P
+
+    with norm(x_bn) each target patch normalised to zero mean, unit variance (MAE's default).
+    pred_patches, patches: (B, N, P); keep (B, K) int64 visible indices, K < N.
+    Paper: He et al., "Masked Autoencoders Are Scalable Vision Learners", CVPR 2022, arXiv 2111.06377.
+    """
+    check_pair(pred_patches, patches, "patches")
+    if keep.shape[1] >= patches.shape[1]:
+        raise ValueError(f"{keep.shape[1]} visible patches out of {patches.shape[1]}: nothing to reconstruct")
+    masked = torch.ones(patches.shape[:2], dtype=torch.bool, device=patches.device).scatter(1, keep, False)
+    target = F.layer_norm(patches, patches.shape[-1:])
+    err = (pred_patches - target).pow(2).mean(-1)                             # (B, N)
+    return err[masked].mean()
