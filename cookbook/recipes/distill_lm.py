@@ -146,7 +146,7 @@ def train(args: argparse.Namespace) -> dict:
         cache = None
     else:
         cache = open_topk_cache(args.cache)
-        corpus, vocab, T = torch.from_numpy(cache.input_ids[:]).long(), cache.vocab_size, cache.temperature
+        corpus, vocab, T = cache.ids(slice(None)), cache.vocab_size, cache.temperature
         if args.T != T:
             print(f"[distill_lm] the cache was built at T={T}; training at that temperature")
     if args.batch % world:
