@@ -229,12 +229,6 @@ def continue_ids(model: nn.Module, ids: Tensor, n_new: int, *, greedy: bool = Tr
     return ids
 
 
-def complete(model: nn.Module, tokenizer, prompt: str, max_new_tokens: int = 32) -> str:
-    """Greedy continuation of ``prompt`` (the text after the prompt only)."""
-    ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).input_ids
-    return tokenizer.decode(continue_ids(model, ids, max_new_tokens)[0, ids.shape[1]:])
-
-
 # ----------------------------------------------------------------------------- the teacher caches
 
 CACHE_SPLITS = {"train": "train", "val": "val", "eval": "test"}   # cache name -> corpus split

@@ -81,6 +81,12 @@ class TopKTeacher(NamedTuple):
         """The same teacher restricted to some token rows (a slice or an index tensor)."""
         return TopKTeacher(self.indices[rows], self.logprobs[rows], self.T)
 
+    def unlisted_logprob(self, vocab: int) -> Tensor:
+        """log(r / (V - k)): the log-prob of one unlisted token when the tail mass r is spread
+        evenly over the V - k tokens outside the top k. (N,)"""
+        rest = max(vocab - self.indices.shape[1], 1)
+        return (self.tail_mass().clamp_min(1e-30) / rest).log()
+
     def to_dense(self, vocab: int) -> Tensor:
         """Full log-probs (N, V): the top-k as stored, the tail mass spread evenly over the other
         V - k tokens (the maximum-entropy completion). For losses that need a dense teacher
@@ -88,9 +94,7 @@ class TopKTeacher(NamedTuple):
         n, k = self.indices.shape
         if vocab < k:
             raise ValueError(f"vocab {vocab} is smaller than k={k}")
-        rest = max(vocab - k, 1)
-        fill = (self.tail_mass().clamp_min(1e-30) / rest).log()                  # (N,)
-        dense = fill[:, None].expand(n, vocab).clone()
+        dense = self.unlisted_logprob(vocab)[:, None].expand(n, vocab).clone()
         return dense.scatter(1, self.indices, self.logprobs.float())
 
 
@@ -607,8 +611,7 @@ def dac_kl_topk(student_logits: Tensor, teacher: TopKTeacher, *, T: float = 1.0,
         if target.min() < 0 or target.max() >= vocab:
             raise ValueError(f"labels of counted tokens must be token ids in [0, V={vocab})")
         listed = (idx == target).any(-1, keepdim=True)                                 # (N, 1)
-        rest = max(vocab - idx.shape[1], 1)
-        target_lp = (teacher.tail_mass().clamp_min(1e-30) / rest).log()[:, None]
+        target_lp = teacher.unlisted_logprob(vocab)[:, None]
         logp = torch.cat([logp, torch.where(listed, NEG, target_lp)], dim=1)           # (N, k+1)
         logq = torch.cat([logq, torch.where(listed, NEG, a.gather(1, target))], dim=1)
     logp, logq = F.log_softmax(logp, dim=-1), F.log_softmax(logq, dim=-1)          # renormalised over S

