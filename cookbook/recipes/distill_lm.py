@@ -172,7 +172,8 @@ def train(args: argparse.Namespace) -> dict:
             mask = None
         else:
             rows_np = rows.numpy()
-            teacher_k = TopKTeacher(*(x.to(device) for x in cache.teacher(rows_np)[:2]), T)
+            top = cache.teacher(rows_np)
+            teacher_k = TopKTeacher(top.indices.to(device), top.logprobs.to(device), top.T)
             mask = cache.get("mask", rows_np)
             mask = None if mask is None else mask.to(device)
         t = schedule.t if schedule else None
