@@ -20,8 +20,8 @@ from cookbook.config import NOTEBOOKS, results_dir
 
 # benchmark name -> module with main(argv); each writes a CSV with device, date and commit.
 BENCHES = {
-    "kd-loss": "cookbook.kernels.bench",
-    "graph": "cookbook.graph_bench",
+    "kd-loss": "cookbook.bench.kd_loss",
+    "graph": "cookbook.bench.graph",
 }
 
 

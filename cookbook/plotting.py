@@ -89,7 +89,7 @@ def soft_targets(probs: Mapping[str, Sequence[float]], class_names: Sequence[str
 
 def plot_benchmark(rows: Sequence[Mapping], *, title: str = "", axes=None):
     """Peak memory / M_min and time / naive against tokens N, one line per (shape, method), from
-    the rows of ``cookbook bench kd-loss`` (its CSV via ``cookbook.kernels.bench.load_csv``).
+    the rows of ``cookbook bench kd-loss`` (its CSV via ``cookbook.bench.kd_loss.load_csv``).
     Dotted lines: the floor (1) and the issue's CPU targets (1.5 x M_min, 1.3 x naive)."""
     if axes is None:
         axes = plt.subplots(1, 2, figsize=(10, 3.6))[1]

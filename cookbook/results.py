@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -24,6 +25,37 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     m = sum(values) / len(values)
     s = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
     return m, s
+
+
+@dataclass(frozen=True)
+class Gain:
+    """A paired difference method - baseline over the same seeds, in ``scale`` units (points)."""
+
+    per_seed: tuple[float, ...]
+
+    @property
+    def mean(self) -> float:
+        return sum(self.per_seed) / len(self.per_seed)
+
+    @property
+    def wins(self) -> int:
+        """Seeds on which the method beat the baseline."""
+        return sum(d > 0 for d in self.per_seed)
+
+    def __str__(self) -> str:
+        seeds = ", ".join(f"{d:+.1f}" for d in self.per_seed)
+        return f"{self.mean:+.2f} pts (per seed {seeds})"
+
+
+def paired_gain(method: Sequence[float], baseline: Sequence[float], scale: float = 100.0) -> Gain:
+    """Per-seed ``scale * (method - baseline)``: seed i of one run against seed i of the other.
+
+    Pairing removes the seed-to-seed spread both runs share (same init, same data order), so the
+    sign on each seed says more than the difference of two means.
+    """
+    if len(method) != len(baseline) or not method:
+        raise ValueError(f"paired_gain needs the same non-zero number of seeds, got {len(method)} and {len(baseline)}")
+    return Gain(tuple(scale * (float(a) - float(b)) for a, b in zip(method, baseline)))
 
 
 def record(notebook: str, method: str, metric: str, value: float | Sequence[float], *,

@@ -1,8 +1,12 @@
-"""A small training loop shared by every notebook: ``fit`` and ``evaluate``.
+"""The one training loop every notebook uses: ``fit`` (epochs over tensors) and ``train_lm`` (steps).
 
+Both drive the same core, :class:`Stepper` (optimizer, warm-up + cosine schedule, gradient
+clipping, a finite-loss check, the progress bar), so there is one optimisation step in the package.
 Data are in-memory tensors (all our data sets fit in RAM), which on a 2-core CPU is several times
 faster than a DataLoader with workers. A loss is any ``loss_fn(model, *batch) -> scalar``, so the
 same loop trains a student from scratch, with Hinton KD, or with any method of the cookbook.
+``train_student`` is the seeded "build, fit, keep the best validation epoch" wrapper of the vision
+notebooks; ``evaluate`` is ``metrics.accuracy`` of a model's predictions.
 """
 
 from __future__ import annotations
@@ -14,11 +18,13 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from cookbook.config import is_fast
+from cookbook.metrics import accuracy
 from cookbook.utils import device as default_device
+from cookbook.utils import set_seed
 
 
 def batches(*tensors: torch.Tensor, batch_size: int, shuffle: bool = False,
@@ -52,6 +58,60 @@ class History:
         return self.metrics[name][self.best_epoch if self.best_epoch is not None else -1]
 
 
+
+def make_optimizer(params: Sequence[nn.Parameter], optimizer: str, lr: float,
+                   weight_decay: float) -> torch.optim.Optimizer:
+    """"adamw" (decoupled weight decay) or "sgd" (momentum 0.9, nesterov, L2 weight decay)."""
+    if optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    if optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
+    raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {optimizer!r}")
+
+
+def lr_factor(step: int, total: int, *, schedule: str = "cosine", warmup: int = 0) -> float:
+    """Multiplier of the base lr at ``step``: linear warm-up over ``warmup`` steps, then cosine
+    decay to 0 at ``total`` ("cosine") or flat ("constant")."""
+    ramp = min(1.0, (step + 1) / max(1, warmup)) if warmup > 0 else 1.0
+    if schedule == "constant":
+        return ramp
+    return ramp * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+
+
+class Stepper:
+    """One optimisation step, shared by ``fit`` and ``train_lm``: zero grads, backward, optional
+    clipping, optimizer and schedule step, with a progress bar over ``total`` steps."""
+
+    def __init__(self, params: Sequence[nn.Parameter], *, total: int, lr: float, optimizer: str = "adamw",
+                 weight_decay: float = 0.0, schedule: str = "cosine", warmup: int = 0,
+                 clip_norm: float | None = None, progress: bool | None = None, desc: str = "train"):
+        if schedule not in ("cosine", "constant"):
+            raise ValueError(f"schedule must be 'cosine' or 'constant', got {schedule!r}")
+        self.params, self.clip_norm, self.desc = list(params), clip_norm, desc
+        self.opt = make_optimizer(self.params, optimizer, lr, weight_decay)
+        self.sched = None if (schedule == "constant" and warmup == 0) else torch.optim.lr_scheduler.LambdaLR(
+            self.opt, lambda s: lr_factor(s, total, schedule=schedule, warmup=warmup))
+        self.bar = tqdm(total=total, desc=desc, leave=False,
+                        disable=is_fast() if progress is None else not progress)
+
+    def step(self, loss: Tensor, where: str) -> float:
+        """Minimise ``loss`` by one step; ``where`` (e.g. "epoch 3") names the step in errors."""
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"{self.desc}: loss became {loss.item()} at {where}: lower lr or check inputs")
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.params, self.clip_norm)
+        self.opt.step()
+        if self.sched is not None:
+            self.sched.step()
+        self.bar.update()
+        return loss.item()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
 def fit(model: nn.Module, loss_fn: Callable[..., torch.Tensor], data: Sequence[torch.Tensor], *,
         epochs: int, lr: float, batch_size: int = 128, weight_decay: float = 0.0,
         optimizer: str = "adamw", schedule: str = "cosine", seed: int = 0,
@@ -74,41 +134,20 @@ def fit(model: nn.Module, loss_fn: Callable[..., torch.Tensor], data: Sequence[t
     dev = device or default_device()
     model.to(dev)
     params = list(params) if params is not None else [p for p in model.parameters() if p.requires_grad]
-    if optimizer == "adamw":
-        opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    elif optimizer == "sgd":
-        opt = torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
-    else:
-        raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {optimizer!r}")
     steps_per_epoch = math.ceil(len(data[0]) / batch_size)
-    total = max(1, epochs * steps_per_epoch)
-    if schedule == "cosine":
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
-    elif schedule == "constant":
-        sched = None
-    else:
-        raise ValueError(f"schedule must be 'cosine' or 'constant', got {schedule!r}")
+    stepper = Stepper(params, total=max(1, epochs * steps_per_epoch), lr=lr, optimizer=optimizer,
+                      weight_decay=weight_decay, schedule=schedule, progress=progress, desc=desc)
 
     gen = torch.Generator().manual_seed(seed)
     hist, best, best_state = History(), -math.inf, None
-    bar = tqdm(total=total, desc=desc, disable=is_fast() if progress is None else not progress, leave=False)
     start = time.perf_counter()
     for epoch in range(epochs):
         model.train()
         running, count = 0.0, 0
         for batch in batches(*data, batch_size=batch_size, shuffle=True, generator=gen):
             batch = [t.to(dev, non_blocking=True) for t in batch]
-            loss = loss_fn(model, *batch)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch}: lower lr or check inputs")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if sched is not None:
-                sched.step()
-            running += loss.item() * len(batch[0])
+            running += stepper.step(loss_fn(model, *batch), f"epoch {epoch}") * len(batch[0])
             count += len(batch[0])
-            bar.update()
         hist.train_loss.append(running / max(count, 1))
         if eval_fn is not None:
             model.eval()
@@ -118,8 +157,8 @@ def fit(model: nn.Module, loss_fn: Callable[..., torch.Tensor], data: Sequence[t
             if keep_best is not None and hist.metrics[keep_best][-1] > best:
                 best, hist.best_epoch = hist.metrics[keep_best][-1], epoch
                 best_state = copy.deepcopy(model.state_dict())
-        bar.set_postfix(loss=f"{hist.train_loss[-1]:.4f}", **{k: f"{v[-1]:.4f}" for k, v in hist.metrics.items()})
-    bar.close()
+        stepper.bar.set_postfix(loss=f"{hist.train_loss[-1]:.4f}", **{k: f"{v[-1]:.4f}" for k, v in hist.metrics.items()})
+    stepper.close()
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
@@ -140,7 +179,84 @@ def predict(model: nn.Module, X: torch.Tensor, batch_size: int = 1024,
 
 
 def evaluate(model: nn.Module, X: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> float:
-    """Top-1 accuracy of ``model`` on ``(X, y)``, in [0, 1]."""
+    """Top-1 accuracy of ``model`` on ``(X, y)``, in [0, 1] (``metrics.accuracy`` of its predictions)."""
     if len(X) == 0:
         raise ValueError("evaluate got an empty data set")
-    return (predict(model, X, batch_size).argmax(-1) == y.cpu()).float().mean().item()
+    return accuracy(predict(model, X, batch_size), y.cpu())
+
+
+def train_student(model: nn.Module | Callable[[], nn.Module], loss_fn: Callable[..., torch.Tensor],
+                  data: Sequence[torch.Tensor], *, seed: int,
+                  val: tuple[torch.Tensor, torch.Tensor] | None = None, **fit_kwargs) -> tuple[nn.Module, History]:
+    """Seed everything, build the student (``model`` may be a factory), ``fit`` it; return (model, history).
+
+    The init and the data order depend only on ``seed``. With ``val = (X, y)`` the validation
+    accuracy is recorded every epoch ("val_acc") and the best epoch's weights are kept.
+    ``fit_kwargs`` go to :func:`fit` (epochs, lr, batch_size, weight_decay, desc, ...).
+    """
+    set_seed(seed)
+    model = model() if not isinstance(model, nn.Module) else model
+    if val is not None:
+        Xv, yv = val
+        fit_kwargs = {"eval_fn": lambda m: {"val_acc": evaluate(m, Xv, yv)}, "keep_best": "val_acc", **fit_kwargs}
+    hist = fit(model, loss_fn, data, seed=seed, **fit_kwargs)
+    return model, hist
+
+
+# ----------------------------------------------------------------------------- step-based (LM) loop
+
+
+@dataclass
+class LMRun:
+    """What a ``train_lm`` run recorded per step: its loss, anything the loss logged, and wall time."""
+
+    loss: list[float] = field(default_factory=list)
+    logs: dict[str, list[float]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def log(self, **values: float) -> None:
+        for name, value in values.items():
+            self.logs.setdefault(name, []).append(float(value))
+
+    @property
+    def seconds_per_step(self) -> float:
+        return self.seconds / max(1, len(self.loss))
+
+
+def uniform_sampler(n: int, batch_size: int) -> Callable[[int, torch.Generator], Tensor]:
+    """Rows of a fresh random permutation of the n sequences, one batch per step."""
+    state = {"order": torch.empty(0, dtype=torch.long)}
+
+    def sample(step: int, gen: torch.Generator) -> Tensor:
+        if len(state["order"]) < batch_size:
+            state["order"] = torch.cat([state["order"], torch.randperm(n, generator=gen)])
+        rows, state["order"] = state["order"][:batch_size], state["order"][batch_size:]
+        return rows
+    return sample
+
+
+def train_lm(student: nn.Module, loss_fn: Callable[[nn.Module, Tensor, int, LMRun], Tensor],
+             sampler: Callable[[int, torch.Generator], Tensor], *, steps: int, lr: float = 3e-3,
+             warmup: int = 10, weight_decay: float = 0.0, seed: int = 0,
+             progress: bool | None = None, desc: str = "train") -> LMRun:
+    """AdamW with linear warm-up and cosine decay for ``steps`` steps, gradients clipped to norm 1.
+
+    Each step draws ``rows = sampler(step, generator)`` (sequence indices into whatever data the
+    loss reads) and minimises ``loss_fn(student, rows, step, run)``; the loss may call
+    ``run.log(name=value)`` to record per-step quantities (TAID's t, the share of kept tokens...).
+    """
+    if steps <= 0:
+        raise ValueError(f"steps must be positive, got {steps}")
+    params = [p for p in student.parameters() if p.requires_grad]
+    stepper = Stepper(params, total=steps, lr=lr, weight_decay=weight_decay, warmup=warmup,
+                      clip_norm=1.0, progress=progress, desc=desc)
+    gen = torch.Generator().manual_seed(seed)
+    run = LMRun()
+    student.train()
+    start = time.perf_counter()
+    for step in range(steps):
+        run.loss.append(stepper.step(loss_fn(student, sampler(step, gen), step, run), f"step {step}"))
+    stepper.close()
+    run.seconds = time.perf_counter() - start
+    student.eval()
+    return run

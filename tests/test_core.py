@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from cookbook import config, exercises, plotting, results, utils
+from cookbook import config, plotting, results, utils
+from cookbook.exercises import quickstart as exercises
 from cookbook.losses import kd_loss, soft_targets
 from cookbook.train import batches, evaluate, fit, predict
 

@@ -7,7 +7,7 @@ pytest.importorskip("torch_geometric")
 from torch_geometric.nn import SAGEConv  # noqa: E402
 from torch_geometric.utils import subgraph  # noqa: E402
 
-from cookbook import graph_bench  # noqa: E402
+from cookbook.bench import graph as graph_bench  # noqa: E402
 from cookbook.data.graph_splits import (  # noqa: E402
     check_graph,
     inductive_split,

@@ -11,15 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from cookbook.kernels import (
-    TeacherHead,
-    TopKTeacher,
-    auto_chunk_size,
-    bench,
-    chunked,
-    fused_linear_distill,
-)
+from cookbook.bench import kd_loss as bench
+from cookbook.kernels import TeacherHead, auto_chunk_size, chunked, fused_linear_distill
 from cookbook.losses import llm as L
+from cookbook.losses.llm import TopKTeacher
 
 CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")

@@ -431,7 +431,7 @@ def test_new_losses_bad_input(call, match):
 
 
 def test_llm_exercise_checks_pass_references_and_fail_mistakes(capsys):
-    from cookbook import exercises
+    from cookbook.exercises import llm as exercises
 
     def rkl(lq, lp):
         return (lq.exp() * (lq - lp)).sum(-1)

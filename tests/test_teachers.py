@@ -98,7 +98,7 @@ def test_build_writes_asset_card_and_manifest(tmp_path, monkeypatch):
 
 
 def test_random_shift_flip_keeps_background_and_content():
-    from cookbook.teachers.recipes import random_shift_flip
+    from cookbook.data.augment import random_shift_flip
 
     x = torch.full((64, 1, 8, 8), -0.8)
     x[:, :, 3:5, 3:5] = 2.0                                   # a bright 2x2 square on a dark background

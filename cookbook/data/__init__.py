@@ -40,7 +40,12 @@ from cookbook.data.images import (
     locate_mnist10k,
     normalize_images,
 )
-from cookbook.data.long_tail import class_balanced_weights, long_tailed_counts, long_tailed_indices
+from cookbook.data.sampling import (
+    balanced_subset,
+    class_balanced_weights,
+    long_tailed_counts,
+    long_tailed_indices,
+)
 from cookbook.data.stdlib import (
     Document,
     RetrievalSet,
@@ -56,7 +61,7 @@ DATASETS = ("fashion-mnist", "mnist10k", "wordnet", "stdlib-corpus", "code-retri
 __all__ = [
     "DATASETS", "FASHION_MNIST_CLASSES", "IMAGE_STATS", "MNIST_CLASSES", "WORDNET_CLASS_NAMES",
     "Document", "Found", "ImageSplit", "RetrievalSet", "WordNetGraph",
-    "class_balanced_weights", "clear_cache", "load_code_retrieval", "load_fashion_mnist", "load_mnist10k",
+    "balanced_subset", "class_balanced_weights", "clear_cache", "load_code_retrieval", "load_fashion_mnist", "load_mnist10k",
     "load_stdlib_corpus", "load_wordnet_nouns", "locate", "long_tailed_counts", "long_tailed_indices", "normalize_images", "wordnet_subgraph",
 ]
 

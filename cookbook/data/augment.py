@@ -1,7 +1,7 @@
 """Batched image augmentations on normalised tensors (B, 1, H, W), all driven by a torch Generator.
 
-``random_shift_flip`` (the light default) lives in ``cookbook.teachers.recipes``; these are the
-heavy ones DeiT-LT (arXiv 2404.02900) uses to make out-of-distribution inputs for its teacher.
+``random_shift_flip`` is the light default (the committed teachers' recipes use it); the others are
+the heavy ones DeiT-LT (arXiv 2404.02900) uses to make out-of-distribution inputs for its teacher.
 """
 
 from __future__ import annotations
@@ -55,3 +55,23 @@ def cutmix(x: torch.Tensor, generator: torch.Generator | None = None) -> tuple[t
     out = x.clone()
     out[:, :, top:top + h, left:left + w] = x[perm][:, :, top:top + h, left:left + w]
     return out, perm, 1 - h * w / (H * W)
+
+
+def random_shift_flip(x: torch.Tensor, max_shift: int = 2, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Per-image random translation by up to ``max_shift`` pixels and horizontal flip.
+
+    x: (B, 1, H, W) -> (B, 1, H, W). The standard light augmentation for Fashion-MNIST. The border
+    is padded with the image minimum (the normalised black background), not 0: padding normalised
+    images with 0 paints grey borders that test images never have.
+    """
+    B, _, H, W = x.shape
+    p = max_shift
+    padded = F.pad(x[:, 0], (p, p, p, p), value=float(x.amin()))                  # (B, H+2p, W+2p)
+    dy = torch.randint(0, 2 * p + 1, (B,), generator=generator, device=x.device)
+    dx = torch.randint(0, 2 * p + 1, (B,), generator=generator, device=x.device)
+    rows = torch.arange(H, device=x.device)[None, :] + dy[:, None]                # (B, H)
+    cols = torch.arange(W, device=x.device)[None, :] + dx[:, None]                # (B, W)
+    out = padded[torch.arange(B, device=x.device)[:, None, None], rows[:, :, None], cols[:, None, :]]
+    flip = torch.rand(B, generator=generator, device=x.device) < 0.5
+    out = torch.where(flip[:, None, None], out.flip(-1), out)
+    return out[:, None]

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from cookbook.losses._checks import check_edge_index
+from cookbook.checks import check_edge_index
 
 
 def check_graph(num_nodes: int, edge_index: torch.Tensor, x: torch.Tensor | None = None,

@@ -35,7 +35,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 import torch
+from torch import Tensor
 
 from cookbook.config import cache_dir
 from cookbook.data._common import Found, check_choice, unit_hash
@@ -303,3 +305,61 @@ def load_code_retrieval(split: str = "train") -> RetrievalSet:
         split=split,
         found=locate_stdlib(),
     )
+
+
+# ----------------------------------------------------------------------------- LM token windows
+
+# Domains of the stdlib corpus for DDK: doc prose vs three families of code.
+DOMAINS = {
+    "docs": ("pydoc_data",),
+    "web": ("email", "http", "urllib", "xml", "html", "xmlrpc", "mailbox", "json"),
+    "concurrency": ("asyncio", "multiprocessing", "concurrent", "threading", "subprocess", "queue"),
+    "other code": (),
+}
+
+
+def domain_id(domain: str) -> int:
+    """Index in ``DOMAINS`` of a stdlib document's top-level package (the last one catches all)."""
+    for i, members in enumerate(DOMAINS.values()):
+        if domain in members:
+            return i
+    return len(DOMAINS) - 1
+
+
+def lm_windows(tokenizer, split: str, seq_len: int) -> tuple[Tensor, Tensor]:
+    """Every non-overlapping ``seq_len``-token window of the stdlib corpus split, with its domain.
+
+    Each document is tokenised on its own (the remainder shorter than a window is dropped).
+    Returns ids (S, seq_len) int64 and domain ids (S,) int64 (see ``DOMAINS``), in corpus order.
+    Cached under ``cache_dir()`` (the corpus depends on the Python version).
+    """
+    if seq_len < 2:
+        raise ValueError(f"seq_len must be >= 2, got {seq_len}")
+    file = cache_dir() / f"stdlib-windows-{split}-{seq_len}-py{platform.python_version()}.npz"
+    if file.exists():
+        data = np.load(file)
+        return torch.from_numpy(data["ids"]).long(), torch.from_numpy(data["domain"]).long()
+    ids, domain = [], []
+    for doc in load_stdlib_corpus(split):
+        toks = tokenizer(doc.text, add_special_tokens=False).input_ids
+        n = len(toks) // seq_len
+        if n:
+            ids.append(np.asarray(toks[: n * seq_len], np.int32).reshape(n, seq_len))
+            domain += [domain_id(doc.domain)] * n
+    ids, domain = np.concatenate(ids), np.asarray(domain, np.int64)
+    np.savez(file, ids=ids, domain=domain)
+    return torch.from_numpy(ids).long(), torch.from_numpy(domain)
+
+
+def sample_windows(ids: Tensor, domain: Tensor, n: int, seed: int,
+                   stratified: bool = False) -> tuple[Tensor, Tensor]:
+    """A fixed random subset of ``n`` windows: the natural domain mixture, or (``stratified``)
+    n / len(DOMAINS) windows of every domain."""
+    if n > len(ids):
+        raise ValueError(f"asked for {n} windows but the split has {len(ids)}")
+    order = torch.randperm(len(ids), generator=torch.Generator().manual_seed(seed))
+    if stratified:
+        per = n // len(DOMAINS)
+        order = torch.cat([order[domain[order] == d][:per] for d in range(len(DOMAINS))])
+    rows = order[:n].sort().values
+    return ids[rows], domain[rows]

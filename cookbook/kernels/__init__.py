@@ -1,7 +1,8 @@
 """Fused chunked distillation losses: the student's vocab projection and the divergence in one
 pass that never materialises the (N, V) logits. Layers: reference (``cookbook.losses.llm``) ->
 chunked torch path (``chunked.py``, any device) -> Triton kernel (``triton_kd.py``, CUDA; CPU via
-the Triton interpreter in tests). ``bench.py`` is ``cookbook bench kd-loss``.
+the Triton interpreter in tests). A top-k cached teacher is a ``cookbook.losses.llm.TopKTeacher``.
+The benchmark is ``cookbook bench kd-loss`` (``cookbook/bench/kd_loss.py``).
 """
 
 from cookbook.kernels.fused import (
@@ -10,11 +11,9 @@ from cookbook.kernels.fused import (
     fused_linear_distill,
     triton_available,
 )
-from cookbook.losses.llm import TopKTeacher
 
 __all__ = [
     "TeacherHead",
-    "TopKTeacher",
     "auto_chunk_size",
     "fused_linear_distill",
     "triton_available",

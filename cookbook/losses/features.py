@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from cookbook.losses._checks import check_pair, check_temperature
+from cookbook.checks import check_pair, check_temperature
 
 
 def _check_tokens(student_tokens: torch.Tensor, teacher_tokens: torch.Tensor, same_dim: bool = True) -> None:

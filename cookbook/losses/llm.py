@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from cookbook.losses._checks import check_reduction, check_temperature, check_unit_interval
+from cookbook.checks import check_reduction, check_temperature, check_unit_interval
 
 DIVERGENCES = ("forward_kl", "reverse_kl", "jsd", "taid")  # also computed by cookbook.kernels
 ALL_DIVERGENCES = DIVERGENCES + ("skew_kl", "skew_rkl")  # reference functions only
@@ -617,3 +617,18 @@ def dac_kl_topk(student_logits: Tensor, teacher: TopKTeacher, *, T: float = 1.0,
     logp, logq = F.log_softmax(logp, dim=-1), F.log_softmax(logq, dim=-1)          # renormalised over S
     per_token = row_divergence(logq, logp, divergence="forward_kl")                    # (N,)
     return reduce_tokens(per_token, keep, reduction)
+
+
+# ----------------------------------------------------------------------------- next-token CE
+
+
+def shift_labels(ids: Tensor) -> Tensor:
+    """Next-token labels for ids (B, L), flattened to (B*L,): the last position gets -100."""
+    labels = torch.full_like(ids, -100)
+    labels[:, :-1] = ids[:, 1:]
+    return labels.flatten()
+
+
+def token_ce(logits: Tensor, ids: Tensor) -> Tensor:
+    """Per-token next-token cross-entropy (B*L,) of logits (B, L, V), 0 at each last position."""
+    return F.cross_entropy(logits.flatten(0, 1).float(), shift_labels(ids), reduction="none")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from cookbook.losses._checks import (
+from cookbook.checks import (
     check_pair,
     check_reduction,
     check_temperature,

@@ -2,6 +2,7 @@
 
 from cookbook.models.vision import (
     MLP,
+    CNNTokens,
     DualHead,
     MaskedAutoencoder,
     PlainCNN,
@@ -18,6 +19,6 @@ from cookbook.models.vision import (
     tiny_vit,
 )
 
-__all__ = ["MLP", "DualHead", "MaskedAutoencoder", "PlainCNN", "SmallCNN", "StageBranches",
+__all__ = ["MLP", "CNNTokens", "DualHead", "MaskedAutoencoder", "PlainCNN", "SmallCNN", "StageBranches",
            "TinyResNet", "block_outputs", "cls_dist_logits", "cnn_tokens", "patch_tokens", "patchify",
            "random_keep", "tiny_mixer", "tiny_vit"]

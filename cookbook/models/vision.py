@@ -220,6 +220,24 @@ def cnn_tokens(feature_map: torch.Tensor, grid: int) -> torch.Tensor:
     return pooled.flatten(2).transpose(1, 2)                             # (B, g*g, C)
 
 
+class CNNTokens(nn.Module):
+    """A SmallCNN up to stage ``stages``, as ``grid * grid`` tokens: (B, 1, 28, 28) -> (B, grid^2, C).
+
+    The token teacher of TRG and DMAE (notebook 01b): ``cnn_tokens`` of the stage's feature map, so
+    the teacher's tokens line up with a ViT's patch grid. Shares (does not copy) the CNN's stages.
+    """
+
+    def __init__(self, cnn: nn.Module, grid: int = 4, stages: int = 3):
+        super().__init__()
+        if not 1 <= stages <= 3:
+            raise ValueError(f"stages must be 1, 2 or 3 (SmallCNN has stage1..stage3), got {stages}")
+        self.stages = nn.Sequential(*(getattr(cnn, f"stage{i}") for i in range(1, stages + 1)))
+        self.grid = grid
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return cnn_tokens(self.stages(x), self.grid)
+
+
 class MaskedAutoencoder(nn.Module):
     """MAE pre-training around a timm ViT (He et al., 2022) with DMAE's feature head (arXiv 2208.12256).
 

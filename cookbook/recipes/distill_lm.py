@@ -202,6 +202,7 @@ def train(args: argparse.Namespace) -> dict:
         print(f"[distill_lm] {world} process(es), {args.steps} steps: loss {losses[0]:.4f} -> "
               f"{losses[-1]:.4f}; max parameter difference across ranks {spread:.2e}{note}")
     if world > 1:
+        dist.barrier()             # no rank tears gloo down while another is still in a collective
         dist.destroy_process_group()
     return summary
 

@@ -118,6 +118,46 @@ def load_teacher(num_layers: int | None = None, attn_implementation: str = "sdpa
     return freeze(model)
 
 
+# ----------------------------------------------------------------------------- the teacher caches
+
+CACHE_SPLITS = {"train": "train", "val": "val", "eval": "test"}   # cache name -> corpus split
+
+
+def stdlib_caches(sizes: dict[str, int], *, seq_len: int = 64, k: int = 32, root=None,
+                  seed: int = 0, batch_size: int = 16, progress: bool = True) -> dict:
+    """SmolLM2's top-k caches over stdlib windows: {"train", "val", "eval"} -> TopKCache.
+
+    The windows come from ``cookbook.data.stdlib`` (``lm_windows``, ``sample_windows``) and are handed
+    to ``build_topk_cache`` as token ids: the cache builder knows nothing about the corpus.
+    ``sizes`` gives the number of windows per cache; "val" (the same number from every domain) is
+    for choices made during training (DDK's domain losses), "eval" (the corpus's test split) only
+    for the final numbers. Each cache also stores every window's ``domain``. Built once under
+    ``root`` (default: cache_dir()), running the teacher; later calls open them without loading it.
+    The committed FAST cache (assets/llm/smollm2-topk32-L64-fast) was built by this function with
+    sizes {"train": 128, "val": 32, "eval": 48}.
+    """
+    from cookbook.data.stdlib import lm_windows, sample_windows
+    from cookbook.teachers.topk_cache import build_topk_cache, open_topk_cache
+
+    unknown = set(sizes) - set(CACHE_SPLITS)
+    if unknown:
+        raise ValueError(f"unknown cache names {sorted(unknown)}; choose from {list(CACHE_SPLITS)}")
+    root = cache_dir() / f"{NAME}-topk{k}-L{seq_len}" if root is None else root
+    out, teacher, tokenizer = {}, None, None
+    for name, n in sizes.items():
+        path = root / f"{name}-{n}"
+        if (path / "manifest.json").exists():
+            out[name] = open_topk_cache(path)
+            continue
+        tokenizer = tokenizer or load_tokenizer()
+        teacher = teacher or load_teacher()
+        ids, domain = sample_windows(*lm_windows(tokenizer, CACHE_SPLITS[name], seq_len), n, seed,
+                                     stratified=name == "val")
+        out[name] = build_topk_cache(teacher, ids, path, k=k, teacher=NAME, batch_size=batch_size,
+                                     extras={"domain": domain}, progress=progress)
+    return out
+
+
 FAST_CACHE = "llm/smollm2-topk32-L64-fast"
 FAST_CACHE_SIZES = {"train": 128, "val": 32, "eval": 48}
 
@@ -135,12 +175,12 @@ def build_fast_cache() -> None:
     """Rebuild the committed FAST teacher cache (assets/llm/smollm2-topk32-L64-fast, ~3 min)."""
     import shutil
 
-    from cookbook import assets, lm
+    from cookbook import assets
     from cookbook.config import ASSETS
 
     root = ASSETS / FAST_CACHE
     shutil.rmtree(root, ignore_errors=True)
-    lm.stdlib_caches(FAST_CACHE_SIZES, seq_len=64, k=32, root=root)
+    stdlib_caches(FAST_CACHE_SIZES, seq_len=64, k=32, root=root)
     for path in sorted(root.rglob("*")):
         if path.is_file():
             assets.register(path)

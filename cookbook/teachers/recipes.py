@@ -1,32 +1,20 @@
-"""The recipes that produced the committed teachers. Each takes a seed, returns (model, metrics)."""
+"""The recipes that produced the committed teachers, and their registry entries (``SPECS``).
+
+Each recipe takes a seed and returns (model, metrics). ``SPECS`` is read by
+``cookbook.teachers.registry`` on the first lookup, so importing ``cookbook.teachers`` (or
+``cookbook.teachers.llm``) does not import the Fashion-MNIST data, models and training loop.
+"""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from cookbook.models import SmallCNN
+from cookbook.data.augment import random_shift_flip
+from cookbook.metrics import accuracy, per_class_accuracy
+from cookbook.models import MLP, SmallCNN, TinyResNet
+from cookbook.teachers.registry import TeacherSpec
 from cookbook.train import evaluate, fit, predict
-
-
-def random_shift_flip(x: torch.Tensor, max_shift: int = 2, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Per-image random translation by up to ``max_shift`` pixels and horizontal flip.
-
-    x: (B, 1, H, W) -> (B, 1, H, W). The standard light augmentation for Fashion-MNIST. The border
-    is padded with the image minimum (the normalised black background), not 0: padding normalised
-    images with 0 paints grey borders that test images never have.
-    """
-    B, _, H, W = x.shape
-    p = max_shift
-    padded = F.pad(x[:, 0], (p, p, p, p), value=float(x.amin()))                  # (B, H+2p, W+2p)
-    dy = torch.randint(0, 2 * p + 1, (B,), generator=generator, device=x.device)
-    dx = torch.randint(0, 2 * p + 1, (B,), generator=generator, device=x.device)
-    rows = torch.arange(H, device=x.device)[None, :] + dy[:, None]                # (B, H)
-    cols = torch.arange(W, device=x.device)[None, :] + dx[:, None]                # (B, W)
-    out = padded[torch.arange(B, device=x.device)[:, None, None], rows[:, :, None], cols[:, None, :]]
-    flip = torch.rand(B, generator=generator, device=x.device) < 0.5
-    out = torch.where(flip[:, None, None], out.flip(-1), out)
-    return out[:, None]
 
 
 def fmnist_cnn(seed: int = 0, epochs: int = 12) -> tuple[torch.nn.Module, dict]:
@@ -74,8 +62,6 @@ def _fit_fmnist(model: torch.nn.Module, seed: int, epochs: int, lr: float, desc:
 
 def fmnist_resnet(seed: int = 0, epochs: int = 8) -> tuple[torch.nn.Module, dict]:
     """TinyResNet(width=16) on Fashion-MNIST: a second, residual teacher family (~7 min on 1 thread)."""
-    from cookbook.models import TinyResNet
-
     torch.manual_seed(seed)
     return _fit_fmnist(TinyResNet(width=16), seed, epochs, lr=3e-3, desc="fmnist-resnet")
 
@@ -83,8 +69,6 @@ def fmnist_resnet(seed: int = 0, epochs: int = 8) -> tuple[torch.nn.Module, dict
 def fmnist_mlp(seed: int = 0, epochs: int = 15) -> tuple[torch.nn.Module, dict]:
     """MLP 784-256-256-10 on Fashion-MNIST: a third, convolution-free teacher family (~1 min on 1 thread).
     No augmentation: shifted images cost an MLP (no translation invariance) ~3 points here."""
-    from cookbook.models import MLP
-
     torch.manual_seed(seed)
     return _fit_fmnist(MLP(hidden=(256, 256)), seed, epochs, lr=1e-3, desc="fmnist-mlp", augment=False)
 
@@ -158,7 +142,40 @@ def fmnist_lt_cnn(seed: int = 0, epochs: int = 30) -> tuple[torch.nn.Module, dic
             sched.step()
     model.eval()
     pred = predict(model, Xt).argmax(-1)
-    per_class = [round((pred[yt == c] == c).float().mean().item(), 4) for c in range(10)]
-    return model, {"test_acc": round((pred == yt).float().mean().item(), 4), "per_class_test_acc": per_class,
+    per_class = [round(v, 4) for v in per_class_accuracy(pred, yt, 10).tolist()]
+    return model, {"test_acc": round(accuracy(pred, yt), 4), "per_class_test_acc": per_class,
                    "train_counts": counts, "epochs": epochs}
 
+
+# name -> spec of every committed teacher (weights and card in assets/teachers/)
+SPECS: dict[str, TeacherSpec] = {spec.name: spec for spec in (
+    TeacherSpec(
+        name="fmnist-cnn",
+        architecture=lambda: SmallCNN(width=32),
+        recipe=fmnist_cnn,
+        metric="test_acc",
+        description="SmallCNN(width=32), 0.19M params, Fashion-MNIST 55k train, shift+flip, 12 epochs AdamW",
+    ),
+    TeacherSpec(
+        name="fmnist-resnet",
+        architecture=lambda: TinyResNet(width=16),
+        recipe=fmnist_resnet,
+        metric="test_acc",
+        description="TinyResNet(width=16), residual blocks + global average pool, Fashion-MNIST 55k, shift+flip, 8 epochs AdamW",
+    ),
+    TeacherSpec(
+        name="fmnist-mlp",
+        architecture=lambda: MLP(hidden=(256, 256)),
+        recipe=fmnist_mlp,
+        metric="test_acc",
+        description="MLP 784-256-256-10, Fashion-MNIST 55k, no augmentation, 15 epochs AdamW",
+    ),
+    TeacherSpec(
+        name="fmnist-lt-cnn",
+        architecture=lambda: SmallCNN(width=16),
+        recipe=fmnist_lt_cnn,
+        metric="test_acc",
+        description="SmallCNN(width=16), 64k params, long-tailed Fashion-MNIST (2,478 images, imbalance 100), "
+                    "SAM + DRW, 30 epochs AdamW; DeiT-LT's flat CNN teacher (notebook 01b)",
+    ),
+)}

@@ -39,20 +39,34 @@ class TeacherSpec:
         return f"teachers/{self.name}.json"
 
 
-REGISTRY: dict[str, TeacherSpec] = {}
+REGISTRY: dict[str, TeacherSpec] = {}   # teachers registered at run time (``register``)
+
+
+def _committed() -> dict[str, TeacherSpec]:
+    """The committed teachers' specs, imported on first use (they pull in data, models, train)."""
+    from cookbook.teachers.recipes import SPECS
+
+    return SPECS
+
+
+def specs() -> dict[str, TeacherSpec]:
+    """Every known teacher: the committed ones and those registered at run time."""
+    return {**_committed(), **REGISTRY}
 
 
 def register(spec: TeacherSpec) -> TeacherSpec:
-    if spec.name in REGISTRY:
+    """Add a teacher (e.g. one you trained) so ``load``/``build``/``card`` know its name."""
+    if spec.name in specs():
         raise ValueError(f"teacher {spec.name!r} is already registered")
     REGISTRY[spec.name] = spec
     return spec
 
 
 def get_spec(name: str) -> TeacherSpec:
-    if name not in REGISTRY:
-        raise ValueError(f"unknown teacher {name!r}; available: {sorted(REGISTRY)}")
-    return REGISTRY[name]
+    known = specs()
+    if name not in known:
+        raise ValueError(f"unknown teacher {name!r}; available: {sorted(known)}")
+    return known[name]
 
 
 def card(name: str) -> dict:

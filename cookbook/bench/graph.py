@@ -14,7 +14,7 @@ noise on a shared CPU is large, ratios within one run are what to compare (share
 GLNN's Table 4 measures the same thing on OGB (10 random nodes, 146x-274x with neighbour fetching on
 a large graph); on a 10,000-node graph the neighbourhoods, and so the speed-up, are far smaller.
 
-Run: ``python -m cookbook.graph_bench [--nodes 10000] [--queries 300] [--out benchmarks/graph_cpu.csv]``.
+Run: ``python -m cookbook.bench.graph [--nodes 10000] [--queries 300] [--out benchmarks/graph_cpu.csv]``.
 Untrained models are timed (the weights do not change the time); the notebook times its trained ones.
 """
 

@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from cookbook import teachers
-from cookbook.diswot import (
+from cookbook.methods.vision import (
     class_activation_maps,
     diswot_score,
     features_and_logits,

@@ -1,4 +1,5 @@
-"""Long-tailed subsets of a balanced data set (the CIFAR-LT recipe) and class-balanced weights.
+"""Class-aware subsets: balanced labelled subsets, long-tailed subsets (the CIFAR-LT recipe), and
+class-balanced weights.
 
 The exponential profile of Cui et al. (CVPR 2019) and Cao et al. (LDAM-DRW, NeurIPS 2019): class c
 keeps n_c = floor(n_max * rho^(-c / (C - 1))) images, so the head class has n_max and the tail class
@@ -8,6 +9,26 @@ n_max / rho, rho being the imbalance ratio. DeiT-LT (arXiv 2404.02900) trains on
 from __future__ import annotations
 
 import torch
+
+
+def balanced_subset(labels: torch.Tensor, n: int, seed: int = 0, num_classes: int | None = None) -> torch.Tensor:
+    """Indices of ``n`` examples, ``n // C`` of every class, drawn once with a fixed seed.
+
+    The labelled subset of a label-scarce regime ("1k labels": 100 per class). Indices are grouped
+    by class (class 0 first), in random order within a class.
+    """
+    num_classes = int(labels.max()) + 1 if num_classes is None else num_classes
+    per_class = n // num_classes
+    if per_class < 1:
+        raise ValueError(f"n={n} is fewer than one example for each of the {num_classes} classes")
+    g = torch.Generator().manual_seed(seed)
+    keep = []
+    for c in range(num_classes):
+        pool = (labels == c).nonzero()[:, 0]
+        if len(pool) < per_class:
+            raise ValueError(f"class {c} has {len(pool)} examples, {per_class} requested")
+        keep.append(pool[torch.randperm(len(pool), generator=g)[:per_class]])
+    return torch.cat(keep)
 
 
 def long_tailed_counts(n_max: int, imbalance: float, num_classes: int = 10) -> list[int]:

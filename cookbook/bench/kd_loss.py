@@ -26,7 +26,7 @@ Where a method would not fit (``--max-gb``, default 85% of the memory available 
 recorded as skipped with the memory it would need, extrapolated linearly in N from the smaller N
 already measured for that method and shape (or from an analytic count of (N, V) buffers).
 
-Run: ``python -m cookbook.kernels.bench [--quick] [--out benchmarks/kd_loss_cpu.csv]``.
+Run: ``python -m cookbook.bench.kd_loss [--quick] [--out benchmarks/kd_loss_cpu.csv]``.
 """
 
 from __future__ import annotations
@@ -221,7 +221,7 @@ def _unavailable(method: str, device: str, divergence: str) -> str | None:
 
 
 def _run_one(spec: dict) -> dict:
-    cmd = [sys.executable, "-m", "cookbook.kernels.bench", "--worker", json.dumps(spec)]
+    cmd = [sys.executable, "-m", "cookbook.bench.kd_loss", "--worker", json.dumps(spec)]
     env = dict(os.environ, OMP_NUM_THREADS=str(spec["threads"]))
     proc = subprocess.run(cmd, text=True, capture_output=True, env=env)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]

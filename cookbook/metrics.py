@@ -1,0 +1,85 @@
+"""Evaluation metrics, one definition each: accuracy, per-class accuracy, perplexity, agreement.
+
+Classification metrics take logits (N, C) or predicted labels (N,); LM metrics read a top-k
+teacher cache of held-out sequences (``cookbook.teachers.topk_cache``). Every notebook and the
+training loop score with these, so two notebooks cannot disagree on what "accuracy" means.
+(Ranking, acceptance-length and WER metrics join this module with their notebook families.)
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from cookbook.losses.llm import token_ce
+
+
+def _predictions(scores: Tensor) -> Tensor:
+    """Labels from logits (N, C) (argmax), or labels (N,) as they are."""
+    return scores.argmax(-1) if scores.dim() > 1 else scores
+
+
+def accuracy(scores: Tensor, labels: Tensor) -> float:
+    """Top-1 accuracy in [0, 1] of logits (N, C) or predicted labels (N,) against labels (N,)."""
+    pred = _predictions(scores)
+    if pred.shape != labels.shape:
+        raise ValueError(f"predictions {tuple(pred.shape)} and labels {tuple(labels.shape)} must align")
+    if pred.numel() == 0:
+        raise ValueError("accuracy of an empty set")
+    return (pred == labels.to(pred.device)).float().mean().item()
+
+
+def per_class_accuracy(scores: Tensor, labels: Tensor, num_classes: int | None = None) -> Tensor:
+    """Accuracy of each class c over the examples labelled c: (C,), NaN for a class with none.
+
+    The mean of this vector is the balanced accuracy (what a long-tailed test set reports).
+    """
+    pred = _predictions(scores)
+    if pred.shape != labels.shape:
+        raise ValueError(f"predictions {tuple(pred.shape)} and labels {tuple(labels.shape)} must align")
+    labels = labels.to(pred.device)
+    num_classes = int(labels.max()) + 1 if num_classes is None else num_classes
+    return torch.stack([(pred[labels == c] == c).float().mean() for c in range(num_classes)])
+
+
+def perplexity(mean_nll: float) -> float:
+    """exp(mean next-token negative log-likelihood in nats)."""
+    return math.exp(mean_nll)
+
+
+def top1_agreement(student_logits: Tensor, teacher_top1: Tensor) -> Tensor:
+    """Per position: is the student's most likely next token the teacher's? (bool, shape of teacher_top1)."""
+    return student_logits.argmax(-1) == teacher_top1
+
+
+@torch.no_grad()
+def evaluate_lm(model: nn.Module, cache, rows=None, batch_size: int = 16) -> dict[str, float]:
+    """Perplexity on the cached sequences and top-1 agreement with the cached teacher.
+
+    ``cache``: a ``TopKCache`` of held-out sequences (``cookbook.teachers.topk_cache``).
+    ppl = exp(mean next-token cross-entropy over the first L-1 positions); agreement = share of all
+    L positions where the model's most likely next token is the teacher's.
+    """
+    model.eval()
+    rows = np.arange(len(cache)) if rows is None else np.asarray(rows)
+    nll, count, agree, total = 0.0, 0, 0, 0
+    for start in range(0, len(rows), batch_size):
+        r = rows[start:start + batch_size]
+        ids = cache.ids(r)
+        logits = model(ids).logits                                         # (B, L, V)
+        nll += token_ce(logits, ids).sum().item()
+        count += ids.shape[0] * (ids.shape[1] - 1)
+        teacher_top1 = cache.get("topk_indices", r)[..., 0].long()          # (B, L)
+        agree += top1_agreement(logits, teacher_top1).sum().item()
+        total += teacher_top1.numel()
+    return {"ppl": perplexity(nll / count), "agreement": agree / total}
+
+
+def teacher_perplexity(cache, rows=None) -> float:
+    """The teacher's perplexity on cached sequences, from its stored log-prob of each next token."""
+    rows = slice(None) if rows is None else rows
+    target = cache.get("target_logprobs", rows)[:, :-1]
+    return perplexity(-target.double().mean().item())
