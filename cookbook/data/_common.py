@@ -50,6 +50,15 @@ def user_data(*names: str) -> list[Path]:
     return [root / n for n in names] if root is not None else []
 
 
+def find_user_file(name: str, searched: list[str], note: str = "COOKBOOK_DATA") -> Found | None:
+    """``$COOKBOOK_DATA/<name>`` as a Found if it exists; every candidate is appended to ``searched``."""
+    for p in user_data(name):
+        searched.append(f"{p} ({note})")
+        if p.exists():
+            return Found("COOKBOOK_DATA", p)
+    return None
+
+
 def committed(rel: str) -> Path | None:
     """``assets/<rel>`` verified against MANIFEST, or None when the file is not there.
 

@@ -32,6 +32,7 @@ from cookbook.data._common import (
     Found,
     check_choice,
     committed,
+    find_user_file,
     not_found,
     read_npz,
     to_tensor,
@@ -255,10 +256,8 @@ def build_fashion_mnist_subset(out: Path | None = None) -> Path:
 def locate_mnist10k() -> Found:
     """Where :func:`load_mnist10k` will read from: $COOKBOOK_DATA/mnist10k.npz, then assets."""
     searched = []
-    for p in user_data("mnist10k.npz"):
-        searched.append(f"{p} (COOKBOOK_DATA)")
-        if p.exists():
-            return Found("COOKBOOK_DATA", p)
+    if found := find_user_file("mnist10k.npz", searched):
+        return found
     searched.append(f"{ASSETS / MNIST10K_ASSET} (committed)")
     path = committed(MNIST10K_ASSET)
     if path is not None:

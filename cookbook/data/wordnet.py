@@ -32,6 +32,7 @@ from cookbook.data._common import (
     check_choice,
     committed,
     file_digest,
+    find_user_file,
     not_found,
     pack_strings,
     read_npz,
@@ -186,10 +187,8 @@ def build_wordnet(out: Path | None = None) -> Path:
 def locate_wordnet() -> Found:
     """Where :func:`load_wordnet_nouns` will read from (see its docstring for the order)."""
     searched = []
-    for p in user_data("wordnet_nouns.npz"):
-        searched.append(f"{p} (COOKBOOK_DATA, processed)")
-        if p.exists():
-            return Found("COOKBOOK_DATA", p)
+    if found := find_user_file("wordnet_nouns.npz", searched, "COOKBOOK_DATA, processed"):
+        return found
     for path in _raw_user():
         searched.append(f"{path} (COOKBOOK_DATA, raw)")
         if path.exists():

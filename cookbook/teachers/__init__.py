@@ -11,7 +11,6 @@ The LLM teacher (SmolLM2-135M) and its top-k caches are in ``cookbook.teachers.l
 
 from cookbook.teachers.registry import (
     REGISTRY,
-    TeacherSpec,
     build,
     card,
     freeze,
@@ -20,6 +19,7 @@ from cookbook.teachers.registry import (
     register,
     specs,
 )
+from cookbook.teachers.spec import TeacherSpec
 from cookbook.teachers.wrapper import Teacher
 
 __all__ = ["REGISTRY", "Teacher", "TeacherSpec", "build", "card", "freeze", "get_spec", "load", "register",

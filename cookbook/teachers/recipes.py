@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from cookbook.data.augment import random_shift_flip
 from cookbook.metrics import accuracy, per_class_accuracy
 from cookbook.models import MLP, SmallCNN, TinyResNet
-from cookbook.teachers.registry import TeacherSpec
+from cookbook.teachers.spec import TeacherSpec
 from cookbook.train import evaluate, fit, predict
 
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import date
 
 import torch
@@ -19,25 +17,8 @@ from torch import nn
 
 from cookbook import assets
 from cookbook.config import ASSETS
+from cookbook.teachers.spec import TeacherSpec
 from cookbook.utils import device_name, git_commit
-
-
-@dataclass(frozen=True)
-class TeacherSpec:
-    name: str
-    architecture: Callable[[], nn.Module]              # untrained model of the right shape
-    recipe: Callable[[int], tuple[nn.Module, dict]]    # seed -> (trained model, measured metrics)
-    metric: str                                        # headline metric name in the metrics dict
-    description: str
-
-    @property
-    def asset(self) -> str:
-        return f"teachers/{self.name}.safetensors"
-
-    @property
-    def card(self) -> str:
-        return f"teachers/{self.name}.json"
-
 
 REGISTRY: dict[str, TeacherSpec] = {}   # teachers registered at run time (``register``)
 

@@ -1,0 +1,26 @@
+"""``TeacherSpec``: what the registry knows of a teacher (its own module, so the committed teachers'
+recipes can declare their specs without importing the registry that reads them)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+
+@dataclass(frozen=True)
+class TeacherSpec:
+    name: str
+    architecture: Callable[[], nn.Module]              # untrained model of the right shape
+    recipe: Callable[[int], tuple[nn.Module, dict]]    # seed -> (trained model, measured metrics)
+    metric: str                                        # headline metric name in the metrics dict
+    description: str
+
+    @property
+    def asset(self) -> str:
+        return f"teachers/{self.name}.safetensors"
+
+    @property
+    def card(self) -> str:
+        return f"teachers/{self.name}.json"
