@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import random
@@ -20,6 +21,22 @@ def set_seed(seed: int) -> torch.Generator:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
+
+
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """sha256 prefix (16 hex) of a model's parameters and buffers, names included: keys its caches."""
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        h.update(name.encode())
+        h.update(str(t.dtype).encode())
+        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes()
+                 if t.numel() else b"")
+    return h.hexdigest()[:16]
+
+
+def weights_version(model: torch.nn.Module) -> tuple:
+    """Changes whenever a parameter or buffer is modified in place or replaced (cheap: no hashing)."""
+    return tuple((t.data_ptr(), t._version) for t in model.state_dict(keep_vars=True).values())
 
 
 def device() -> torch.device:

@@ -144,3 +144,112 @@ def test_sam_step_uses_the_gradient_at_the_perturbed_weights():
     sam_step(model, loss_fn, (x, y), torch.optim.SGD(model.parameters(), lr=0.1), rho=0.05)
     for p, w, g in zip(model.parameters(), w0, g1):
         assert torch.allclose(p, w - 0.1 * g, atol=1e-6)                # stepped from w, not from w + e
+
+
+# ----------------------------------------------------------------------------- any teacher, no stale cache
+
+
+def test_cached_outputs_follow_weight_changes(tmp_path, monkeypatch):
+    monkeypatch.setenv("COOKBOOK_CACHE", str(tmp_path))
+    torch.manual_seed(0)
+    model, X = nn.Linear(4, 3), torch.randn(8, 4)
+    t = teachers.Teacher(model, name="lin")
+    first = t.cached_outputs(X, "x").clone()
+    with torch.no_grad():
+        model.weight.add_(1.0)                                   # an in-place change, like an optimizer step
+    second = t.cached_outputs(X, "x")
+    torch.testing.assert_close(second, model(X).detach())
+    assert not torch.allclose(first, second)
+    model.load_state_dict({k: v * 0 for k, v in model.state_dict().items()})
+    assert t.cached_outputs(X, "x").abs().max() == 0
+
+
+def test_registered_teacher_fingerprint_is_its_asset_until_the_weights_change():
+    model = teachers.load("fmnist-cnn")
+    t = teachers.Teacher(model, name="fmnist-cnn")
+    asset_fp = assets.read_manifest()["teachers/fmnist-cnn.safetensors"][0][:16]
+    assert t.fingerprint == asset_fp
+    with torch.no_grad():
+        next(model.parameters()).mul_(0.5)
+    assert t.fingerprint != asset_fp
+
+
+@pytest.mark.parametrize("key", ["../../x", "/tmp/x", "a/b", "", ".hidden", "a b"])
+def test_cache_keys_cannot_escape_the_cache_folder(key):
+    with pytest.raises(ValueError, match="cache key"):
+        teachers.Teacher(nn.Linear(2, 2)).cached_outputs(torch.zeros(1, 2), key)
+
+
+def test_teacher_rejects_bad_arguments():
+    with pytest.raises(TypeError, match="layers=\\['stage1'\\]"):
+        teachers.Teacher(nn.Linear(2, 2), layers="stage1")
+    with pytest.raises(TypeError, match="nn.Module"):
+        teachers.Teacher(lambda x: x)
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        teachers.Teacher(nn.Linear(2, 2)).cached_outputs([[0.0, 1.0]], "x")
+
+
+def test_transformers_teacher_returns_logits_and_caches(tmp_path, monkeypatch):
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from cookbook.losses import kd_loss
+
+    monkeypatch.setenv("COOKBOOK_CACHE", str(tmp_path))
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=30, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, num_labels=3)
+    t = teachers.Teacher(BertForSequenceClassification(config), name="tiny-bert")
+    ids = torch.randint(30, (4, 5))
+    logits = t(ids)
+    assert logits.shape == (4, 3)
+    assert kd_loss(torch.randn(4, 3), logits, T=2.0).isfinite()      # the README's snippet works
+    torch.testing.assert_close(t.cached_outputs(ids, "ids"), logits)
+    hidden = teachers.Teacher(t.model, output="hidden_states")
+    with pytest.raises(ValueError, match="no field 'hidden_states'"):
+        hidden(ids)
+
+
+def test_tuple_and_pyg_and_timm_teachers():
+    class Pair(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(3, 2)
+
+        def forward(self, x):
+            return self.lin(x), x
+    x = torch.randn(5, 3)
+    pair = teachers.Teacher(Pair())
+    torch.testing.assert_close(pair(x), pair.model.lin(x))               # a tuple's first element
+    assert isinstance(teachers.Teacher(Pair(), output=None)(x), tuple)  # or the raw output
+
+    from cookbook.models.graph import GNN
+    gnn = teachers.Teacher(GNN("gcn", 3, 2, hidden=8))
+    ei = torch.tensor([[0, 1, 2], [1, 2, 3]])
+    assert gnn(torch.randn(4, 3), ei).shape == (4, 2)
+
+    import timm
+    vit = teachers.Teacher(timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=4, img_size=32,
+                                             patch_size=8, depth=1, embed_dim=32, num_heads=2))
+    assert vit(torch.randn(2, 3, 32, 32)).shape == (2, 4)
+
+
+@pytest.mark.parametrize("bad", ["small images", "labels 100-119", "labels of another set"])
+def test_user_data_of_the_wrong_shape_or_range_is_refused(tmp_path, monkeypatch, bad):
+    import numpy as np
+
+    from cookbook import data
+    from cookbook.data import images
+
+    z = dict(np.load(assets.ASSETS / images.MNIST10K_ASSET))
+    if bad == "small images":
+        z["images"] = z["images"][:, :5, :5]
+    elif bad == "labels 100-119":
+        z["labels"] = (z["labels"] % 20 + 100).astype(np.uint8)
+    else:
+        z["labels"] = z["labels"][:-3]
+    np.savez(tmp_path / "mnist10k.npz", **z)
+    monkeypatch.setenv("COOKBOOK_DATA", str(tmp_path))
+    data.clear_cache()
+    with pytest.raises(ValueError, match="images must be|labels must be|same length"):
+        data.load_mnist10k("test")
+    data.clear_cache()

@@ -81,6 +81,13 @@ class ImageSplit(tuple):
     """
 
     def __new__(cls, X: torch.Tensor, y: torch.Tensor, index: torch.Tensor, found: Found, split: str):
+        # what a loader read from $COOKBOOK_DATA or elsewhere: refuse what would train silently wrong
+        if X.dtype != torch.uint8 or X.dim() != 3 or tuple(X.shape[1:]) != (28, 28):
+            raise ValueError(f"{found}: images must be uint8 (N, 28, 28), got {X.dtype} {tuple(X.shape)}")
+        if y.shape != (len(X),) or y.dtype.is_floating_point:
+            raise ValueError(f"{found}: labels must be integers (N,) = ({len(X)},), got {y.dtype} {tuple(y.shape)}")
+        if y.numel() and (int(y.min()) < 0 or int(y.max()) > 9):
+            raise ValueError(f"{found}: labels must be classes 0..9, got {int(y.min())}..{int(y.max())}")
         self = super().__new__(cls, (X, y))
         self.index, self.found, self.split = index, found, split
         return self
@@ -270,6 +277,9 @@ def locate_mnist10k() -> Found:
 @lru_cache(maxsize=2)
 def _mnist10k_arrays(found: Found) -> dict[str, np.ndarray]:
     a = read_npz(found.path)
+    if {"images", "labels"} - set(a) or len(a["images"]) != len(a["labels"]):
+        raise ValueError(f"{found}: expected arrays 'images' (N, 28, 28) and 'labels' (N,) of the same length, "
+                         f"got {({k: v.shape for k, v in a.items()})}")
     # Stratified split: within each digit, every 5th image (in stored order) is a test image.
     rank = np.zeros(len(a["labels"]), dtype=np.int64)
     for c in range(10):

@@ -62,6 +62,13 @@ def model_dir() -> Path:
 TOKENIZER_ASSETS = ("llm/smollm2-tokenizer.json.gz", "llm/smollm2-tokenizer_config.json")
 
 
+def tokenizer_id() -> str:
+    """sha256 prefix of the committed tokenizer file: recorded in every cache built with it."""
+    from cookbook import assets
+
+    return assets.read_manifest()[TOKENIZER_ASSETS[0]][0][:16]
+
+
 def load_tokenizer():
     """SmolLM2's tokenizer (vocabulary 49,152), from the committed copy in assets/llm/.
 
@@ -154,7 +161,8 @@ def stdlib_caches(sizes: dict[str, int], *, seq_len: int = 64, k: int = 32, root
         ids, domain = sample_windows(*lm_windows(tokenizer, CACHE_SPLITS[name], seq_len), n, seed,
                                      stratified=name == "val")
         out[name] = build_topk_cache(teacher, ids, path, k=k, teacher=NAME, batch_size=batch_size,
-                                     extras={"domain": domain}, progress=progress)
+                                     extras={"domain": domain}, tokenizer=tokenizer_id(),
+                                     progress=progress)
     return out
 
 

@@ -18,7 +18,7 @@ from torch import nn
 from cookbook import assets
 from cookbook.config import ASSETS
 from cookbook.teachers.spec import TeacherSpec
-from cookbook.utils import device_name, git_commit
+from cookbook.utils import device_name, git_commit, weights_version
 
 REGISTRY: dict[str, TeacherSpec] = {}   # teachers registered at run time (``register``)
 
@@ -69,8 +69,10 @@ def load(name: str, device: torch.device | str = "cpu") -> nn.Module:
     path = assets.asset(spec.asset)               # raises a clear error if missing or corrupt
     model = spec.architecture()
     model.load_state_dict(load_file(str(path)))
-    model.fingerprint = assets.read_manifest()[spec.asset][0][:16]   # keys the output caches
-    return freeze(model.to(device))
+    model = freeze(model.to(device))
+    model.fingerprint = assets.read_manifest()[spec.asset][0][:16]   # keys the output caches ...
+    model.fingerprint_version = weights_version(model)                # ... until the weights change
+    return model
 
 
 def build(name: str, seed: int = 0) -> dict:
