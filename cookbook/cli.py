@@ -95,8 +95,8 @@ def _execute(client, nb, name: str, timeout: int) -> str | None:
         try:
             stack.enter_context(client.setup_kernel())
         except (RuntimeError, OSError, NoSuchKernel) as err:  # e.g. "Kernel didn't respond in 60 seconds"
-            if client.km is not None and client.km.has_kernel:  # setup_kernel leaves it running
-                client.km.shutdown_kernel(now=True)
+            if client.km is not None:  # setup_kernel leaves a half-started kernel running
+                client._cleanup_kernel()
             return f"kernel could not start: {err}"
         code_cells = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"]
         for i in tqdm(code_cells, desc=name, unit="cell", leave=False):
@@ -140,7 +140,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.name not in BENCHES:
-        print(f"cookbook bench: unknown benchmark {args.name!r}; available: {sorted(BENCHES)}",
+        print(f"cookbook bench: error: unknown benchmark {args.name!r}; available: {sorted(BENCHES)}",
               file=sys.stderr)
         return 2
     module = importlib.import_module(BENCHES[args.name])
