@@ -72,3 +72,39 @@ def test_ddp_two_cpu_processes_agree(tmp_path):
     single = run(args)  # one process on the same global batches follows the same trajectory
     torch.testing.assert_close(torch.tensor(r0["losses"]), torch.tensor(single["losses"]),
                                rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--lr", "nan"], "argument --lr: nan is not allowed: give a finite number"),
+    (["--lr", "0"], "argument --lr: 0 is not allowed: give a number above 0"),
+    (["--T", "0"], "argument --T: 0 is not allowed"),
+    (["--k", "1000"], "--k 1000 is larger than --vocab 256"),
+    (["--chunk-size", "0"], "argument --chunk-size: 0 is not allowed"),
+    (["--steps", "0"], "argument --steps: 0 is not allowed"),
+    (["--batch", "0"], "argument --batch: 0 is not allowed"),
+    (["--device", "cuda"], "argument --device: CUDA is not available here: use --device cpu"),
+])
+def test_each_bad_argument_gets_its_own_one_line_error(argv, message, monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit) as exc:
+        distill_lm.parse_args(["--synthetic", *argv])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert message in err[-1] and "Traceback" not in "\n".join(err)
+
+
+def test_temperature_is_checked_with_a_cache_too(capsys):
+    with pytest.raises(SystemExit):  # the cache fixes T, but a T <= 0 is a mistake either way
+        distill_lm.parse_args(["--cache", "somewhere", "--T", "0"])
+    assert "argument --T" in capsys.readouterr().err
+
+
+def test_a_missing_cache_is_one_line_not_a_traceback(tmp_path):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-m", "cookbook.recipes.distill_lm", "--cache",
+                           str(tmp_path / "nonexistent"), "--threads", "1"],
+                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"[distill_lm] --cache: no teacher cache at {tmp_path / 'nonexistent'} (missing manifest.json): "
+        "build it with cookbook.teachers.topk_cache.build_topk_cache"]

@@ -13,7 +13,7 @@ PKG = ROOT / "cookbook"
 
 # Lowest first. A module may import its own layer or a lower one, never a higher one.
 LAYERS = [
-    {"cookbook", "_compat", "config", "utils", "assets", "checks"},
+    {"cookbook", "_compat", "config", "utils", "argtypes", "assets", "checks"},
     {"data"},
     {"models"},
     {"losses"},

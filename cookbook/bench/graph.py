@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from cookbook.argtypes import positive_int
 from cookbook.utils import device_name, git_commit
 
 FIELDS = ["device", "date", "commit", "torch", "threads", "graph", "nodes", "edges", "setting", "model",
@@ -167,12 +168,12 @@ def write_csv(rows: list[dict], path: Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="cookbook bench graph", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--nodes", type=int, default=10_000, help="breadth-first WordNet cut size (default 10000)")
+    p.add_argument("--nodes", type=positive_int, default=10_000, help="breadth-first WordNet cut size (default 10000)")
     p.add_argument("--cut-seed", type=int, default=2, help="seed of the cut (notebook 02 uses 2)")
-    p.add_argument("--hidden", type=int, default=64)
-    p.add_argument("--queries", type=int, default=300, help="single-node predictions timed per model")
-    p.add_argument("--repeats", type=int, default=20, help="full-graph passes timed per model")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--hidden", type=positive_int, default=64)
+    p.add_argument("--queries", type=positive_int, default=300, help="single-node predictions timed per model")
+    p.add_argument("--repeats", type=positive_int, default=20, help="full-graph passes timed per model")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--out", default=None, help="CSV path (default benchmarks/graph_<device>.csv)")
     args = p.parse_args(argv)
 

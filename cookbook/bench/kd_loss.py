@@ -45,6 +45,8 @@ import sys
 import time
 from pathlib import Path
 
+from cookbook.argtypes import comma_list, device_choice, positive_float, positive_int
+
 SHAPES = {  # name: (H, V); student and teacher share H
     "smollm2": (576, 49152),  # SmolLM2-135M
     "llama3": (2048, 128256),  # Llama-3.2-1B-sized head, Llama-3 vocabulary
@@ -338,14 +340,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="SmolLM2 shape, N in {1024, 4096} only")
     p.add_argument("--smoke", action="store_true", help="a tiny shape: checks the harness (tests)")
     p.add_argument("--shapes", default=None, help=f"comma list of {sorted(SHAPES)}")
-    p.add_argument("--n", default=None, help="comma list of token counts")
+    p.add_argument("--n", type=comma_list(positive_int), default=None, help="comma list of token counts")
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--divergence", default="forward_kl",
                    choices=["forward_kl", "reverse_kl", "jsd", "taid"])
-    p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
-    p.add_argument("--max-gb", type=float, default=None,
+    p.add_argument("--threads", type=positive_int, default=min(2, os.cpu_count() or 1))
+    p.add_argument("--max-gb", type=positive_float, default=None,
                    help="skip runs predicted above this (default: 85%% of available memory)")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    p.add_argument("--device", type=device_choice, default=None, help="cpu or cuda (default: cuda if available)")
     p.add_argument("--out", default=None, help="CSV path (default benchmarks/kd_loss_<dev>.csv)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -358,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     shapes = ["tiny"] if args.smoke else ["smollm2"] if args.quick else ["smollm2", "llama3"]
     ns = [256, 512] if args.smoke else [1024, 4096] if args.quick else [1024, 4096, 8192]
     shapes = args.shapes.split(",") if args.shapes else shapes
-    ns = [int(x) for x in args.n.split(",")] if args.n else ns
+    ns = args.n or ns
     methods = [m for m in args.methods.split(",") if m]
     bad = [m for m in methods if m not in METHODS] + [s for s in shapes if s not in SHAPES]
     if bad:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import time
 from pathlib import Path
@@ -32,6 +31,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from cookbook.argtypes import device_choice, finite_float, positive_float, positive_int
 from cookbook.kernels import fused_linear_distill
 from cookbook.losses.llm import DIVERGENCES, TAIDSchedule, TopKTeacher
 from cookbook.teachers.topk_cache import build_topk_cache, open_topk_cache
@@ -145,7 +145,10 @@ def train(args: argparse.Namespace) -> dict:
         teacher = synthetic_teacher(vocab, args.seed).to(device)
         cache = None
     else:
-        cache = open_topk_cache(args.cache)
+        try:
+            cache = open_topk_cache(args.cache)
+        except (FileNotFoundError, ValueError) as err:  # a wrong --cache: say so, no traceback
+            raise SystemExit(f"[distill_lm] --cache: {err}") from None
         corpus, vocab, T = cache.ids(slice(None)), cache.vocab_size, cache.temperature
         if args.T != T:
             print(f"[distill_lm] the cache was built at T={T}; training at that temperature")
@@ -224,28 +227,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     src.add_argument("--synthetic", action="store_true", help="smoke test: random tiny teacher")
     p.add_argument("--write-cache", help="with --synthetic: save its teacher cache here and exit")
     p.add_argument("--divergence", default="forward_kl", choices=DIVERGENCES)
-    p.add_argument("--T", type=float, default=1.0, help="temperature (a cache fixes its own)")
-    p.add_argument("--beta", type=float, default=0.5, help="JSD beta")
-    p.add_argument("--steps", type=int, default=50)
-    p.add_argument("--batch", type=int, default=8, help="global batch (sequences per step)")
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--dim", type=int, default=32)
-    p.add_argument("--layers", type=int, default=1)
-    p.add_argument("--chunk-size", type=int, default=None)
+    p.add_argument("--T", type=positive_float, default=1.0,
+                   help="temperature of the synthetic teacher (a cache fixes its own)")
+    p.add_argument("--beta", type=finite_float, default=0.5, help="JSD beta")
+    p.add_argument("--steps", type=positive_int, default=50)
+    p.add_argument("--batch", type=positive_int, default=8, help="global batch (sequences per step)")
+    p.add_argument("--lr", type=positive_float, default=3e-3)
+    p.add_argument("--dim", type=positive_int, default=32)
+    p.add_argument("--layers", type=positive_int, default=1)
+    p.add_argument("--chunk-size", type=positive_int, default=None)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--device", default=None, help="cpu to force the CPU")
+    p.add_argument("--threads", type=positive_int, default=None)
+    p.add_argument("--device", type=device_choice, default=None,
+                   help="cpu or cuda (default: cuda when available)")
     p.add_argument("--out", default=None, help="directory for per-rank JSON summaries")
     syn = p.add_argument_group("synthetic teacher")
-    syn.add_argument("--vocab", type=int, default=256)
-    syn.add_argument("--n-seq", type=int, default=64)
-    syn.add_argument("--seq-len", type=int, default=32)
-    syn.add_argument("--k", type=int, default=16)
+    syn.add_argument("--vocab", type=positive_int, default=256)
+    syn.add_argument("--n-seq", type=positive_int, default=64)
+    syn.add_argument("--seq-len", type=positive_int, default=32)
+    syn.add_argument("--k", type=positive_int, default=16, help="top-k kept (at most --vocab)")
     args = p.parse_args(argv)
     if args.write_cache and not args.synthetic:
         p.error("--write-cache needs --synthetic")
-    if not (args.steps > 0 and args.batch > 0 and math.isfinite(args.lr)):
-        p.error("--steps and --batch must be positive")
+    if args.synthetic and args.k > args.vocab:
+        p.error(f"--k {args.k} is larger than --vocab {args.vocab}: choose k <= vocab")
     return args
 
 
