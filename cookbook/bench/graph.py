@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from cookbook.argtypes import positive_int
+from cookbook.config import ROOT
 from cookbook.utils import device_name, git_commit
 
 FIELDS = ["device", "date", "commit", "torch", "threads", "graph", "nodes", "edges", "setting", "model",
@@ -193,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{g}\n{rows[0]['device']}, torch {rows[0]['torch']}, {rows[0]['threads']} threads\n")
     print(table(rows))
     dev = "cuda" if "cpu" not in rows[0]["device"] else "cpu"
-    out = Path(args.out) if args.out else Path(__file__).resolve().parents[1] / "benchmarks" / f"graph_{dev}.csv"
+    out = Path(args.out) if args.out else ROOT / "benchmarks" / f"graph_{dev}.csv"
     print(f"\nwrote {write_csv(rows, out)}")
     return 0
 

@@ -46,6 +46,7 @@ import time
 from pathlib import Path
 
 from cookbook.argtypes import comma_list, device_choice, positive_float, positive_int
+from cookbook.config import ROOT
 
 SHAPES = {  # name: (H, V); student and teacher share H
     "smollm2": (576, 49152),  # SmolLM2-135M
@@ -369,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = run(shapes, ns, methods, args.divergence, args.threads, max_bytes, device)
     print_table(rows)
     out = Path(args.out) if args.out else \
-        Path(__file__).resolve().parents[2] / "benchmarks" / f"kd_loss_{device}.csv"
+        ROOT / "benchmarks" / f"kd_loss_{device}.csv"
     write_csv(rows, out)
     print(f"\nwrote {out}")
     return 0
