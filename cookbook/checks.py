@@ -151,12 +151,13 @@ def check_pair(student: torch.Tensor, teacher: torch.Tensor, name: str = "logits
     check_values(f"teacher_{name}", teacher)
 
 
-def check_labels(labels: object, num_classes: int, ignore_index: int | None = None, *,
+def check_labels(labels: object, num_classes: int | None, ignore_index: int | None = None, *,
                  shape: tuple[int, ...] | None = None, name: str = "labels",
-                 where: torch.Tensor | None = None, any_int: bool = False) -> None:
+                 where: torch.Tensor | None = None, any_int: bool = False, size_name: str = "") -> None:
     """Class labels: an int64 tensor (any integer dtype when ``any_int``; of ``shape`` when given)
     with ids in [0, num_classes) or equal to ``ignore_index``. ``where`` (bool, labels' shape)
-    limits the range check to those entries."""
+    limits the range check to those entries; ``num_classes=None`` checks type, shape and dtype only.
+    ``size_name`` names the class count in the message ("V" -> "[0, V=...)")."""
     check_tensor(name, labels)
     if shape is not None and tuple(labels.shape) != tuple(shape):
         raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(labels.shape)}")
@@ -164,7 +165,7 @@ def check_labels(labels: object, num_classes: int, ignore_index: int | None = No
     if not (integer if any_int else labels.dtype == torch.long):
         hint = " (float labels: pass class ids, not probabilities or one-hot rows)" if labels.is_floating_point() else ""
         raise ValueError(f"{name} must be int64 (torch.long) class ids, got {labels.dtype}{hint}: use .long()")
-    if not _VALUES["on"] or labels.numel() == 0:
+    if num_classes is None or not _VALUES["on"] or labels.numel() == 0:
         return
     bad = (labels < 0) | (labels >= num_classes)
     if ignore_index is not None:
@@ -174,7 +175,8 @@ def check_labels(labels: object, num_classes: int, ignore_index: int | None = No
     if bool(bad.any()):
         first = int(labels[bad].flatten()[0])
         extra = f" or equal ignore_index={ignore_index}" if ignore_index is not None else ""
-        raise ValueError(f"{name} must lie in [0, {num_classes}){extra} ({num_classes} classes), got {first}")
+        size = f"{size_name}={num_classes}" if size_name else f"{num_classes}"
+        raise ValueError(f"{name} must lie in [0, {size}){extra}, got {first}")
 
 
 def check_indices(name: str, idx: object, size: int, *, shape: tuple[int, ...] | None = None,

@@ -10,7 +10,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from cookbook.checks import check_finite_param, check_indices, check_pair, check_temperature, check_tensor, check_values
+from cookbook.checks import (
+    check_finite_param,
+    check_indices,
+    check_pair,
+    check_temperature,
+    check_tensor,
+    check_values,
+)
 
 
 def _check_tokens(student_tokens: torch.Tensor, teacher_tokens: torch.Tensor, same_dim: bool = True) -> None:
