@@ -89,6 +89,9 @@ def attention_relation_loss(student_qkv: tuple[Tensor, Tensor, Tensor],
     """
     if len(student_qkv) != 3 or len(teacher_qkv) != 3:
         raise ValueError("student_qkv and teacher_qkv must each be a (Q, K, V) triple")
+    for who, triple in (("student", student_qkv), ("teacher", teacher_qkv)):
+        for x in triple:
+            check_tensor(f"{who} projection", x)
     total = student_qkv[0].new_zeros((), dtype=torch.float32)
     for s, t in zip(student_qkv, teacher_qkv):
         check_projection("student projection", s, num_relation_heads)

@@ -78,6 +78,9 @@ class TopKTeacher(NamedTuple):
     @classmethod
     def from_logits(cls, teacher_logits: Tensor, k: int, *, T: float = 1.0) -> TopKTeacher:
         """Keep the k most likely tokens of dense teacher logits (N, V) at temperature T."""
+        check_tensor("teacher_logits", teacher_logits)
+        check_temperature(T)
+        check_int("k", k, 1)
         if not 1 <= k <= teacher_logits.shape[-1]:
             raise ValueError(f"k must be in [1, V={teacher_logits.shape[-1]}], got {k}")
         logp = F.log_softmax(teacher_logits.float() / T, dim=-1)  # (N, V)
@@ -665,4 +668,6 @@ def shift_labels(ids: Tensor) -> Tensor:
 
 def token_ce(logits: Tensor, ids: Tensor) -> Tensor:
     """Per-token next-token cross-entropy (B*L,) of logits (B, L, V), 0 at each last position."""
+    check_tensor("logits", logits, ndim=3)
+    check_labels(ids, logits.shape[-1], shape=logits.shape[:2], name="ids", size_name="V")
     return F.cross_entropy(logits.flatten(0, 1).float(), shift_labels(ids), reduction="none")

@@ -168,6 +168,8 @@ def ensemble_soft_targets(teacher_logits: list[torch.Tensor] | tuple[torch.Tenso
         raise TypeError(f"teacher_logits must be a list or tuple of (B, C) tensors, got {type(teacher_logits).__name__}")
     if len(teacher_logits) == 0:
         raise ValueError("ensemble_soft_targets needs at least one teacher's logits")
+    for i, t in enumerate(teacher_logits):
+        check_tensor(f"teacher_logits[{i}]", t)
     for t in teacher_logits[1:]:
         check_pair(teacher_logits[0], t)
     return torch.stack([soft_targets(t.detach(), T) for t in teacher_logits]).mean(0)
