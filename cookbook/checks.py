@@ -15,8 +15,9 @@ Policy
 2. **Value checks, on by default** (they read tensor data: one host sync each on a GPU):
    labels in [0, C) or equal to the documented ``ignore_index`` (-100 where supported); index
    tensors (``edge_index``, ``keep``, top-k ids) in range and, where documented, unique per row;
-   no NaN or +inf in float inputs (-inf is allowed only in log-space inputs of the LLM losses and
-   in selection scores, where it means probability 0). Class weights must be >= 0, not all 0.
+   no NaN or +inf in float inputs (-inf is allowed in the log-space inputs of the LLM losses and
+   kernels, where it means probability 0; selection scores may hold +-inf, they only rank).
+   Class weights must be >= 0 and not all 0.
 3. Turn the value checks off in hot loops with the environment variable
    ``COOKBOOK_CHECK_VALUES=0`` (read at import) or, for a block, ``with value_checks(False):``.
    With them off validation costs no host sync; bad values then fail inside torch (or silently).
