@@ -210,6 +210,14 @@ def check_edge_index(edge_index: torch.Tensor, num_nodes: int, rows: str) -> Non
                          f"but {rows}")
 
 
+def check_probabilities(name: str, probs: torch.Tensor, *, hint: str = "") -> None:
+    """Rows of probabilities: >= 0, each summing to 1 (atol 1e-4). A value check."""
+    if _VALUES["on"] and ((probs < 0).any() or not torch.allclose(
+            probs.sum(-1), torch.ones(probs.shape[:-1]).to(probs), atol=1e-4)):
+        raise ValueError(f"{name} must be probabilities (non-negative rows summing to 1)"
+                         + (f": {hint}" if hint else ""))
+
+
 def check_class_weights(class_weights: object, num_classes: int) -> None:
     """Optional per-class weights (C,): float, finite, >= 0 and not all 0 (values: a value check)."""
     if class_weights is None:

@@ -15,36 +15,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+import cookbook.losses as LS
+import cookbook.losses.graph as G
 import cookbook.losses.llm as L
 import cookbook.losses.selection as S
 from cookbook import checks
 from cookbook.config import ROOT
 from cookbook.kernels import TeacherHead, auto_chunk_size, fused_linear_distill
-from cookbook.losses import (
-    contextual_loss,
-    dho_loss,
-    dkd_loss,
-    dual_head_probs,
-    ensemble_soft_targets,
-    hard_distillation_loss,
-    kd_loss,
-    masked_reconstruction_loss,
-    meal_v2_loss,
-    ofa_loss,
-    pld_loss,
-    soft_targets,
-    token_node_loss,
-    token_relation_loss,
-    visible_feature_loss,
-)
 from cookbook.losses.attention import attention_relation_loss, attention_relations
-from cookbook.losses.graph import (
-    ffg2m_loss,
-    high_frequency_loss,
-    low_frequency_loss,
-    soft_code_assignments,
-    soft_code_loss,
-)
 from cookbook.models.vision import random_keep
 
 NAN, INF = float("nan"), float("inf")
@@ -103,26 +81,26 @@ def with_inf(x):
 # (name, call, expected exception, message fragment)
 CASES = [
     # --- labels: out of range, float, wrong shape, numpy
-    ("kd labels 10", lambda: kd_loss(logits(), logits(seed=1), labels=labels(0, 1, 2, 10), alpha=0.5), ValueError, r"labels must lie in \[0, 10\)"),
-    ("kd labels -1", lambda: kd_loss(logits(), logits(seed=1), labels=labels(0, 1, 2, -1), alpha=0.5), ValueError, "ignore_index=-100"),
-    ("kd labels float", lambda: kd_loss(logits(), logits(seed=1), labels=labels().float(), alpha=0.5), ValueError, "int64"),
-    ("kd labels numpy", lambda: kd_loss(logits(), logits(seed=1), labels=np.arange(4), alpha=0.5), TypeError, "labels must be a torch.Tensor"),
-    ("kd labels shape", lambda: kd_loss(logits(), logits(seed=1), labels=labels(0, 1), alpha=0.5), ValueError, "labels must have shape"),
-    ("kd ignore_index other", lambda: kd_loss(logits(), logits(seed=1), labels=labels(0, 1, 2, -100), alpha=0.5, ignore_index=-1), ValueError, "-100"),
-    ("dkd labels 10", lambda: dkd_loss(logits(), logits(seed=1), labels(0, 1, 2, 10)), ValueError, "labels must lie"),
-    ("dkd labels -100", lambda: dkd_loss(logits(), logits(seed=1), labels(0, 1, 2, -100)), ValueError, "labels must lie"),
-    ("dkd labels float", lambda: dkd_loss(logits(), logits(seed=1), labels().float()), ValueError, "int64"),
-    ("dkd labels list", lambda: dkd_loss(logits(), logits(seed=1), [0, 1, 2, 3]), TypeError, "labels must be a torch.Tensor"),
-    ("pld labels 10", lambda: pld_loss(logits(), logits(seed=1), labels(0, 1, 2, 10)), ValueError, "labels must lie"),
-    ("pld labels int32", lambda: pld_loss(logits(), logits(seed=1), labels().int()), ValueError, "int64"),
-    ("ofa labels 10", lambda: ofa_loss(logits(), logits(seed=1), labels(0, 1, 2, 10)), ValueError, "labels must lie"),
-    ("ofa labels float", lambda: ofa_loss(logits(), logits(seed=1), labels().float()), ValueError, "int64"),
-    ("ofa labels -1", lambda: ofa_loss(logits(), logits(seed=1), labels(0, 1, 2, -1)), ValueError, "labels must lie"),
-    ("dho labels 10", lambda: dho_loss(logits(), labels(0, 1, 2, 10), logits(), logits(seed=1)), ValueError, "labels must lie"),
-    ("dho labels float", lambda: dho_loss(logits(), labels().float(), logits(), logits(seed=1)), ValueError, "int64"),
-    ("ffg2m labels 10", lambda: ffg2m_loss(logits(), logits(seed=1), edges(), labels(0, 1, 2, 10)), ValueError, "labels must lie"),
-    ("ffg2m labels float", lambda: ffg2m_loss(logits(), logits(seed=1), edges(), labels().float()), ValueError, "int64"),
-    ("ffg2m labels numpy", lambda: ffg2m_loss(logits(), logits(seed=1), edges(), np.arange(4)), TypeError, "torch.as_tensor"),
+    ("kd labels 10", lambda: LS.kd_loss(logits(), logits(seed=1), labels=labels(0, 1, 2, 10), alpha=0.5), ValueError, r"labels must lie in \[0, 10\)"),
+    ("kd labels -1", lambda: LS.kd_loss(logits(), logits(seed=1), labels=labels(0, 1, 2, -1), alpha=0.5), ValueError, "ignore_index=-100"),
+    ("kd labels float", lambda: LS.kd_loss(logits(), logits(seed=1), labels=labels().float(), alpha=0.5), ValueError, "int64"),
+    ("kd labels numpy", lambda: LS.kd_loss(logits(), logits(seed=1), labels=np.arange(4), alpha=0.5), TypeError, "labels must be a torch.Tensor"),
+    ("kd labels shape", lambda: LS.kd_loss(logits(), logits(seed=1), labels=labels(0, 1), alpha=0.5), ValueError, "labels must have shape"),
+    ("kd ignore_index other", lambda: LS.kd_loss(logits(), logits(seed=1), labels=labels(0, 1, 2, -100), alpha=0.5, ignore_index=-1), ValueError, "-100"),
+    ("dkd labels 10", lambda: LS.dkd_loss(logits(), logits(seed=1), labels(0, 1, 2, 10)), ValueError, "labels must lie"),
+    ("dkd labels -100", lambda: LS.dkd_loss(logits(), logits(seed=1), labels(0, 1, 2, -100)), ValueError, "labels must lie"),
+    ("dkd labels float", lambda: LS.dkd_loss(logits(), logits(seed=1), labels().float()), ValueError, "int64"),
+    ("dkd labels list", lambda: LS.dkd_loss(logits(), logits(seed=1), [0, 1, 2, 3]), TypeError, "labels must be a torch.Tensor"),
+    ("pld labels 10", lambda: LS.pld_loss(logits(), logits(seed=1), labels(0, 1, 2, 10)), ValueError, "labels must lie"),
+    ("pld labels int32", lambda: LS.pld_loss(logits(), logits(seed=1), labels().int()), ValueError, "int64"),
+    ("ofa labels 10", lambda: LS.ofa_loss(logits(), logits(seed=1), labels(0, 1, 2, 10)), ValueError, "labels must lie"),
+    ("ofa labels float", lambda: LS.ofa_loss(logits(), logits(seed=1), labels().float()), ValueError, "int64"),
+    ("ofa labels -1", lambda: LS.ofa_loss(logits(), logits(seed=1), labels(0, 1, 2, -1)), ValueError, "labels must lie"),
+    ("dho labels 10", lambda: LS.dho_loss(logits(), labels(0, 1, 2, 10), logits(), logits(seed=1)), ValueError, "labels must lie"),
+    ("dho labels float", lambda: LS.dho_loss(logits(), labels().float(), logits(), logits(seed=1)), ValueError, "int64"),
+    ("ffg2m labels 10", lambda: G.ffg2m_loss(logits(), logits(seed=1), edges(), labels(0, 1, 2, 10)), ValueError, "labels must lie"),
+    ("ffg2m labels float", lambda: G.ffg2m_loss(logits(), logits(seed=1), edges(), labels().float()), ValueError, "int64"),
+    ("ffg2m labels numpy", lambda: G.ffg2m_loss(logits(), logits(seed=1), edges(), np.arange(4)), TypeError, "torch.as_tensor"),
     ("llm labels V", lambda: L.forward_kl(logits(6, 11), logits(6, 11, 1), labels=torch.full((6,), 11)), ValueError, r"\[0, V=11\)"),
     ("llm labels float", lambda: L.reverse_kl(logits(6, 11), logits(6, 11, 1), labels=torch.zeros(6)), ValueError, "integer|int64"),
     ("llm labels numpy", lambda: L.forward_kl(logits(6, 11), logits(6, 11, 1), labels=np.zeros(6, dtype=np.int64)), TypeError, "labels"),
@@ -130,28 +108,28 @@ CASES = [
     ("sinkhorn labels V", lambda: L.sinkhorn_loss(logits(6, 11), logits(6, 11, 1), labels=torch.full((6,), 20)), ValueError, "V=11"),
     ("fused labels V", lambda: fused(labels=torch.full((6,), 11)), ValueError, "V=11"),
     # --- tensors passed as numpy / lists
-    ("kd numpy", lambda: kd_loss(logits().numpy(), logits(seed=1)), TypeError, "student_logits must be a torch.Tensor"),
-    ("kd list teacher", lambda: kd_loss(logits(), logits(seed=1).tolist()), TypeError, "teacher_logits"),
-    ("soft_targets numpy", lambda: soft_targets(logits().numpy()), TypeError, "logits"),
-    ("dkd numpy", lambda: dkd_loss(logits().numpy(), logits(seed=1), labels()), TypeError, "torch.Tensor"),
-    ("pld numpy", lambda: pld_loss(logits(), logits(seed=1).numpy(), labels()), TypeError, "teacher_logits"),
-    ("ofa numpy", lambda: ofa_loss(logits().numpy(), logits(seed=1), labels()), TypeError, "torch.Tensor"),
-    ("hard numpy", lambda: hard_distillation_loss(logits().numpy(), logits(seed=1)), TypeError, "torch.Tensor"),
-    ("dual_head numpy", lambda: dual_head_probs(logits().numpy(), logits(seed=1), alpha=0.5), TypeError, "torch.Tensor"),
-    ("ensemble numpy", lambda: ensemble_soft_targets([logits().numpy()]), TypeError, "torch.Tensor"),
-    ("ensemble tensor", lambda: ensemble_soft_targets(logits()), TypeError, "list or tuple"),
-    ("meal numpy", lambda: meal_v2_loss(logits().numpy(), soft_targets(logits(seed=1)), disc()), TypeError, "torch.Tensor"),
-    ("meal discriminator", lambda: meal_v2_loss(logits(), soft_targets(logits(seed=1)), "disc"), TypeError, "nn.Module"),
-    ("lfd numpy", lambda: low_frequency_loss(logits().numpy(), logits(seed=1), edges()), TypeError, "torch.Tensor"),
-    ("hfd edges list", lambda: high_frequency_loss(logits(), logits(seed=1), edges().tolist()), TypeError, "edge_index"),
-    ("vq numpy", lambda: soft_code_assignments(torch.randn(4, 3).numpy(), torch.randn(5, 3)), TypeError, "embeddings"),
-    ("vq codebook list", lambda: soft_code_assignments(torch.randn(4, 3), [[0.0] * 3] * 5), TypeError, "codebook"),
-    ("vq teacher numpy", lambda: soft_code_loss(torch.randn(4, 3), np.ones((4, 5)) / 5, torch.randn(5, 3)), TypeError, "teacher_assignments"),
-    ("node numpy", lambda: token_node_loss(tokens().numpy(), tokens(seed=1)), TypeError, "student_tokens"),
-    ("relation numpy", lambda: token_relation_loss(tokens(), tokens(seed=1).numpy()), TypeError, "teacher_tokens"),
-    ("contextual numpy", lambda: contextual_loss(tokens().numpy(), tokens(seed=1)), TypeError, "torch.Tensor"),
-    ("visible keep list", lambda: visible_feature_loss(tokens(n=2), tokens(seed=1), [[0, 2], [1, 3]]), TypeError, "keep"),
-    ("mae keep numpy", lambda: masked_reconstruction_loss(tokens(), tokens(seed=1), keep().numpy()), TypeError, "keep"),
+    ("kd numpy", lambda: LS.kd_loss(logits().numpy(), logits(seed=1)), TypeError, "student_logits must be a torch.Tensor"),
+    ("kd list teacher", lambda: LS.kd_loss(logits(), logits(seed=1).tolist()), TypeError, "teacher_logits"),
+    ("LS.soft_targets numpy", lambda: LS.soft_targets(logits().numpy()), TypeError, "logits"),
+    ("dkd numpy", lambda: LS.dkd_loss(logits().numpy(), logits(seed=1), labels()), TypeError, "torch.Tensor"),
+    ("pld numpy", lambda: LS.pld_loss(logits(), logits(seed=1).numpy(), labels()), TypeError, "teacher_logits"),
+    ("ofa numpy", lambda: LS.ofa_loss(logits().numpy(), logits(seed=1), labels()), TypeError, "torch.Tensor"),
+    ("hard numpy", lambda: LS.hard_distillation_loss(logits().numpy(), logits(seed=1)), TypeError, "torch.Tensor"),
+    ("dual_head numpy", lambda: LS.dual_head_probs(logits().numpy(), logits(seed=1), alpha=0.5), TypeError, "torch.Tensor"),
+    ("ensemble numpy", lambda: LS.ensemble_soft_targets([logits().numpy()]), TypeError, "torch.Tensor"),
+    ("ensemble tensor", lambda: LS.ensemble_soft_targets(logits()), TypeError, "list or tuple"),
+    ("meal numpy", lambda: LS.meal_v2_loss(logits().numpy(), LS.soft_targets(logits(seed=1)), disc()), TypeError, "torch.Tensor"),
+    ("meal discriminator", lambda: LS.meal_v2_loss(logits(), LS.soft_targets(logits(seed=1)), "disc"), TypeError, "nn.Module"),
+    ("lfd numpy", lambda: G.low_frequency_loss(logits().numpy(), logits(seed=1), edges()), TypeError, "torch.Tensor"),
+    ("hfd edges list", lambda: G.high_frequency_loss(logits(), logits(seed=1), edges().tolist()), TypeError, "edge_index"),
+    ("vq numpy", lambda: G.soft_code_assignments(torch.randn(4, 3).numpy(), torch.randn(5, 3)), TypeError, "embeddings"),
+    ("vq codebook list", lambda: G.soft_code_assignments(torch.randn(4, 3), [[0.0] * 3] * 5), TypeError, "codebook"),
+    ("vq teacher numpy", lambda: G.soft_code_loss(torch.randn(4, 3), np.ones((4, 5)) / 5, torch.randn(5, 3)), TypeError, "teacher_assignments"),
+    ("node numpy", lambda: LS.token_node_loss(tokens().numpy(), tokens(seed=1)), TypeError, "student_tokens"),
+    ("relation numpy", lambda: LS.token_relation_loss(tokens(), tokens(seed=1).numpy()), TypeError, "teacher_tokens"),
+    ("contextual numpy", lambda: LS.contextual_loss(tokens().numpy(), tokens(seed=1)), TypeError, "torch.Tensor"),
+    ("visible keep list", lambda: LS.visible_feature_loss(tokens(n=2), tokens(seed=1), [[0, 2], [1, 3]]), TypeError, "keep"),
+    ("mae keep numpy", lambda: LS.masked_reconstruction_loss(tokens(), tokens(seed=1), keep().numpy()), TypeError, "keep"),
     ("llm numpy", lambda: L.forward_kl(logits(6, 11).numpy(), logits(6, 11, 1)), TypeError, "student_logits"),
     ("llm teacher list", lambda: L.generalized_jsd(logits(6, 11), logits(6, 11, 1).tolist()), TypeError, "teacher_logits"),
     ("taid_target numpy", lambda: L.taid_target(logits(6, 11).numpy(), logits(6, 11, 1), t=0.5), TypeError, "student_logits"),
@@ -180,51 +158,51 @@ CASES = [
     ("auto_chunk vocab float", lambda: auto_chunk_size(100, 50.0, 8), TypeError, "vocab must be an int"),
     ("fused chunk bool", lambda: fused(chunk_size=True), ValueError, "chunk_size"),
     # --- keep index tensors
-    ("visible keep range", lambda: visible_feature_loss(tokens(n=2), tokens(seed=1), keep(((0, 6), (1, 3)))), ValueError, "indexes patches"),
-    ("visible keep negative", lambda: visible_feature_loss(tokens(n=2), tokens(seed=1), keep(((0, -1), (1, 3)))), ValueError, "indexes patches"),
-    ("visible keep repeated", lambda: visible_feature_loss(tokens(n=2), tokens(seed=1), keep(((0, 0), (1, 3)))), ValueError, "distinct"),
-    ("visible keep int32", lambda: visible_feature_loss(tokens(n=2), tokens(seed=1), keep().int()), ValueError, "int64"),
-    ("visible teacher batch", lambda: visible_feature_loss(tokens(n=2), tokens(b=3, seed=1), keep()), ValueError, "keep must have shape"),
-    ("mae keep broadcast", lambda: masked_reconstruction_loss(tokens(), tokens(seed=1), keep(((0, 2),))), ValueError, r"keep must have shape \(2, 2\)"),
-    ("mae keep range", lambda: masked_reconstruction_loss(tokens(), tokens(seed=1), keep(((0, 6), (1, 2)))), ValueError, "indexes patches"),
-    ("mae keep repeated", lambda: masked_reconstruction_loss(tokens(), tokens(seed=1), keep(((1, 1), (1, 2)))), ValueError, "distinct"),
-    ("mae keep float", lambda: masked_reconstruction_loss(tokens(), tokens(seed=1), keep().float()), ValueError, "int64"),
-    ("mae keep 1-D", lambda: masked_reconstruction_loss(tokens(), tokens(seed=1), torch.tensor([0, 1])), ValueError, "keep must have 2 dimensions"),
+    ("visible keep range", lambda: LS.visible_feature_loss(tokens(n=2), tokens(seed=1), keep(((0, 6), (1, 3)))), ValueError, "indexes patches"),
+    ("visible keep negative", lambda: LS.visible_feature_loss(tokens(n=2), tokens(seed=1), keep(((0, -1), (1, 3)))), ValueError, "indexes patches"),
+    ("visible keep repeated", lambda: LS.visible_feature_loss(tokens(n=2), tokens(seed=1), keep(((0, 0), (1, 3)))), ValueError, "distinct"),
+    ("visible keep int32", lambda: LS.visible_feature_loss(tokens(n=2), tokens(seed=1), keep().int()), ValueError, "int64"),
+    ("visible teacher batch", lambda: LS.visible_feature_loss(tokens(n=2), tokens(b=3, seed=1), keep()), ValueError, "keep must have shape"),
+    ("mae keep broadcast", lambda: LS.masked_reconstruction_loss(tokens(), tokens(seed=1), keep(((0, 2),))), ValueError, r"keep must have shape \(2, 2\)"),
+    ("mae keep range", lambda: LS.masked_reconstruction_loss(tokens(), tokens(seed=1), keep(((0, 6), (1, 2)))), ValueError, "indexes patches"),
+    ("mae keep repeated", lambda: LS.masked_reconstruction_loss(tokens(), tokens(seed=1), keep(((1, 1), (1, 2)))), ValueError, "distinct"),
+    ("mae keep float", lambda: LS.masked_reconstruction_loss(tokens(), tokens(seed=1), keep().float()), ValueError, "int64"),
+    ("mae keep 1-D", lambda: LS.masked_reconstruction_loss(tokens(), tokens(seed=1), torch.tensor([0, 1])), ValueError, "keep must have 2 dimensions"),
     ("random_keep batch", lambda: random_keep(-1, 16, 0.5), ValueError, "batch"),
     ("random_keep patches", lambda: random_keep(2, 0, 0.5), ValueError, "num_patches"),
     ("random_keep float", lambda: random_keep(2.0, 16, 0.5), TypeError, "batch must be an int"),
     ("random_keep ratio nan", lambda: random_keep(2, 16, NAN), ValueError, "mask_ratio"),
     # --- hyper-parameters: non-finite or out of range
-    ("kd T inf", lambda: kd_loss(logits(), logits(seed=1), T=INF), ValueError, "finite"),
-    ("kd T nan", lambda: kd_loss(logits(), logits(seed=1), T=NAN), ValueError, "finite"),
-    ("kd alpha nan", lambda: kd_loss(logits(), logits(seed=1), alpha=NAN), ValueError, "alpha must be a finite"),
-    ("kd T str", lambda: kd_loss(logits(), logits(seed=1), T="4"), TypeError, "real number"),
-    ("dkd beta nan", lambda: dkd_loss(logits(), logits(seed=1), labels(), beta=NAN), ValueError, "beta"),
-    ("dkd alpha -1", lambda: dkd_loss(logits(), logits(seed=1), labels(), alpha=-1.0), ValueError, "alpha must be >= 0"),
-    ("dkd T inf", lambda: dkd_loss(logits(), logits(seed=1), labels(), T=INF), ValueError, "finite"),
-    ("pld T inf", lambda: pld_loss(logits(), logits(seed=1), labels(), T=INF), ValueError, "finite"),
-    ("ofa gamma inf", lambda: ofa_loss(logits(), logits(seed=1), labels(), gamma=INF), ValueError, "gamma"),
-    ("ofa gamma nan", lambda: ofa_loss(logits(), logits(seed=1), labels(), gamma=NAN), ValueError, "gamma"),
-    ("meal adv nan", lambda: meal_v2_loss(logits(), soft_targets(logits(seed=1)), disc(), adv_weight=NAN), ValueError, "adv_weight"),
-    ("meal adv inf", lambda: meal_v2_loss(logits(), soft_targets(logits(seed=1)), disc(), adv_weight=INF), ValueError, "adv_weight"),
-    ("dho lam nan", lambda: dho_loss(logits(), labels(), logits(), logits(seed=1), lam=NAN), ValueError, "lam"),
-    ("dho T inf", lambda: dho_loss(logits(), labels(), logits(), logits(seed=1), T=INF), ValueError, "finite"),
-    ("dual alpha nan", lambda: dual_head_probs(logits(), logits(seed=1), alpha=NAN), ValueError, "alpha"),
-    ("dual beta inf", lambda: dual_head_probs(logits(), logits(seed=1), alpha=0.5, beta=INF), ValueError, "finite"),
-    ("soft_targets T inf", lambda: soft_targets(logits(), T=INF), ValueError, "finite"),
-    ("ensemble T nan", lambda: ensemble_soft_targets([logits()], T=NAN), ValueError, "finite"),
-    ("hard weights negative", lambda: hard_distillation_loss(logits(), logits(seed=1), class_weights=-torch.ones(C)), ValueError, "class_weights must be >= 0"),
-    ("hard weights zero", lambda: hard_distillation_loss(logits(), logits(seed=1), class_weights=torch.zeros(C)), ValueError, "not all 0"),
-    ("hard weights nan", lambda: hard_distillation_loss(logits(), logits(seed=1), class_weights=with_nan(torch.ones(C))), ValueError, "class_weights contains NaN"),
-    ("hard weights int", lambda: hard_distillation_loss(logits(), logits(seed=1), class_weights=torch.ones(C, dtype=torch.long)), ValueError, "float"),
-    ("hard weights numpy", lambda: hard_distillation_loss(logits(), logits(seed=1), class_weights=np.ones(C)), TypeError, "class_weights"),
-    ("hfd tau inf", lambda: high_frequency_loss(logits(), logits(seed=1), edges(), tau=INF), ValueError, "finite"),
-    ("ffg2m lam nan", lambda: ffg2m_loss(logits(), logits(seed=1), edges(), labels(), lam=NAN), ValueError, "lam"),
-    ("ffg2m tau nan", lambda: ffg2m_loss(logits(), logits(seed=1), edges(), labels(), tau=NAN), ValueError, "finite"),
-    ("vq T inf", lambda: soft_code_assignments(torch.randn(4, 3), torch.randn(5, 3), T=INF), ValueError, "finite"),
-    ("relation tau nan", lambda: token_relation_loss(tokens(), tokens(seed=1), tau=NAN), ValueError, "finite"),
-    ("contextual h inf", lambda: contextual_loss(tokens(), tokens(seed=1), h=INF), ValueError, "finite"),
-    ("contextual eps nan", lambda: contextual_loss(tokens(), tokens(seed=1), eps=NAN), ValueError, "eps"),
+    ("kd T inf", lambda: LS.kd_loss(logits(), logits(seed=1), T=INF), ValueError, "finite"),
+    ("kd T nan", lambda: LS.kd_loss(logits(), logits(seed=1), T=NAN), ValueError, "finite"),
+    ("kd alpha nan", lambda: LS.kd_loss(logits(), logits(seed=1), alpha=NAN), ValueError, "alpha must be a finite"),
+    ("kd T str", lambda: LS.kd_loss(logits(), logits(seed=1), T="4"), TypeError, "real number"),
+    ("dkd beta nan", lambda: LS.dkd_loss(logits(), logits(seed=1), labels(), beta=NAN), ValueError, "beta"),
+    ("dkd alpha -1", lambda: LS.dkd_loss(logits(), logits(seed=1), labels(), alpha=-1.0), ValueError, "alpha must be >= 0"),
+    ("dkd T inf", lambda: LS.dkd_loss(logits(), logits(seed=1), labels(), T=INF), ValueError, "finite"),
+    ("pld T inf", lambda: LS.pld_loss(logits(), logits(seed=1), labels(), T=INF), ValueError, "finite"),
+    ("ofa gamma inf", lambda: LS.ofa_loss(logits(), logits(seed=1), labels(), gamma=INF), ValueError, "gamma"),
+    ("ofa gamma nan", lambda: LS.ofa_loss(logits(), logits(seed=1), labels(), gamma=NAN), ValueError, "gamma"),
+    ("meal adv nan", lambda: LS.meal_v2_loss(logits(), LS.soft_targets(logits(seed=1)), disc(), adv_weight=NAN), ValueError, "adv_weight"),
+    ("meal adv inf", lambda: LS.meal_v2_loss(logits(), LS.soft_targets(logits(seed=1)), disc(), adv_weight=INF), ValueError, "adv_weight"),
+    ("dho lam nan", lambda: LS.dho_loss(logits(), labels(), logits(), logits(seed=1), lam=NAN), ValueError, "lam"),
+    ("dho T inf", lambda: LS.dho_loss(logits(), labels(), logits(), logits(seed=1), T=INF), ValueError, "finite"),
+    ("dual alpha nan", lambda: LS.dual_head_probs(logits(), logits(seed=1), alpha=NAN), ValueError, "alpha"),
+    ("dual beta inf", lambda: LS.dual_head_probs(logits(), logits(seed=1), alpha=0.5, beta=INF), ValueError, "finite"),
+    ("LS.soft_targets T inf", lambda: LS.soft_targets(logits(), T=INF), ValueError, "finite"),
+    ("ensemble T nan", lambda: LS.ensemble_soft_targets([logits()], T=NAN), ValueError, "finite"),
+    ("hard weights negative", lambda: LS.hard_distillation_loss(logits(), logits(seed=1), class_weights=-torch.ones(C)), ValueError, "class_weights must be >= 0"),
+    ("hard weights zero", lambda: LS.hard_distillation_loss(logits(), logits(seed=1), class_weights=torch.zeros(C)), ValueError, "not all 0"),
+    ("hard weights nan", lambda: LS.hard_distillation_loss(logits(), logits(seed=1), class_weights=with_nan(torch.ones(C))), ValueError, "class_weights contains NaN"),
+    ("hard weights int", lambda: LS.hard_distillation_loss(logits(), logits(seed=1), class_weights=torch.ones(C, dtype=torch.long)), ValueError, "float"),
+    ("hard weights numpy", lambda: LS.hard_distillation_loss(logits(), logits(seed=1), class_weights=np.ones(C)), TypeError, "class_weights"),
+    ("hfd tau inf", lambda: G.high_frequency_loss(logits(), logits(seed=1), edges(), tau=INF), ValueError, "finite"),
+    ("ffg2m lam nan", lambda: G.ffg2m_loss(logits(), logits(seed=1), edges(), labels(), lam=NAN), ValueError, "lam"),
+    ("ffg2m tau nan", lambda: G.ffg2m_loss(logits(), logits(seed=1), edges(), labels(), tau=NAN), ValueError, "finite"),
+    ("vq T inf", lambda: G.soft_code_assignments(torch.randn(4, 3), torch.randn(5, 3), T=INF), ValueError, "finite"),
+    ("relation tau nan", lambda: LS.token_relation_loss(tokens(), tokens(seed=1), tau=NAN), ValueError, "finite"),
+    ("contextual h inf", lambda: LS.contextual_loss(tokens(), tokens(seed=1), h=INF), ValueError, "finite"),
+    ("contextual eps nan", lambda: LS.contextual_loss(tokens(), tokens(seed=1), eps=NAN), ValueError, "eps"),
     ("llm T inf", lambda: L.forward_kl(logits(6, 11), logits(6, 11, 1), T=INF), ValueError, "finite"),
     ("jsd beta nan", lambda: L.generalized_jsd(logits(6, 11), logits(6, 11, 1), beta=NAN), ValueError, "beta"),
     ("taid t nan", lambda: L.taid_loss(logits(6, 11), logits(6, 11, 1), t=NAN), ValueError, "t"),
@@ -238,16 +216,16 @@ CASES = [
     ("fused T inf", lambda: fused(T=INF), ValueError, "finite"),
     ("fused beta nan", lambda: fused(divergence="jsd", beta=NAN), ValueError, "beta"),
     # --- non-finite tensor values (value checks on by default)
-    ("kd student inf", lambda: kd_loss(with_inf(logits()), logits(seed=1)), ValueError, "NaN or inf"),
-    ("kd teacher -inf", lambda: kd_loss(logits(), -with_inf(logits(seed=1))), ValueError, "teacher_logits contains"),
-    ("dho ce nan", lambda: dho_loss(with_nan(logits()), labels(), logits(), logits(seed=1)), ValueError, "ce_logits"),
-    ("soft_targets nan", lambda: soft_targets(with_nan(logits())), ValueError, "NaN"),
+    ("kd student inf", lambda: LS.kd_loss(with_inf(logits()), logits(seed=1)), ValueError, "NaN or inf"),
+    ("kd teacher -inf", lambda: LS.kd_loss(logits(), -with_inf(logits(seed=1))), ValueError, "teacher_logits contains"),
+    ("dho ce nan", lambda: LS.dho_loss(with_nan(logits()), labels(), logits(), logits(seed=1)), ValueError, "ce_logits"),
+    ("LS.soft_targets nan", lambda: LS.soft_targets(with_nan(logits())), ValueError, "NaN"),
     ("llm +inf", lambda: L.forward_kl(with_inf(logits(6, 11)), logits(6, 11, 1)), ValueError, r"\+inf"),
     ("llm teacher nan", lambda: L.reverse_kl(logits(6, 11), with_nan(logits(6, 11, 1))), ValueError, "teacher_logits"),
     ("taid_target nan", lambda: L.taid_target(logits(6, 11), with_nan(logits(6, 11, 1)), t=0.5), ValueError, "NaN"),
-    ("node tokens inf", lambda: token_node_loss(with_inf(tokens()), tokens(seed=1)), ValueError, "student_tokens"),
-    ("relation tokens nan", lambda: token_relation_loss(tokens(), with_nan(tokens(seed=1, d=3))), ValueError, "teacher_tokens"),
-    ("vq teacher nan", lambda: soft_code_loss(torch.randn(4, 3), with_nan(torch.ones(4, 5) / 5), torch.randn(5, 3)), ValueError, "teacher_assignments"),
+    ("node tokens inf", lambda: LS.token_node_loss(with_inf(tokens()), tokens(seed=1)), ValueError, "student_tokens"),
+    ("relation tokens nan", lambda: LS.token_relation_loss(tokens(), with_nan(tokens(seed=1, d=3))), ValueError, "teacher_tokens"),
+    ("vq teacher nan", lambda: G.soft_code_loss(torch.randn(4, 3), with_nan(torch.ones(4, 5) / 5), torch.randn(5, 3)), ValueError, "teacher_assignments"),
     ("attention inf", lambda: attention_relation_loss(tuple(with_inf(x) for x in qkv()), qkv(seed=1), 4), ValueError, "student projection"),
     ("fused hidden inf", lambda: fused(student_hidden=with_inf(torch.randn(6, 8))), ValueError, "student_hidden"),
     ("fused teacher +inf", lambda: fused(teacher=with_inf(torch.randn(6, 11))), ValueError, r"\+inf"),
@@ -378,18 +356,18 @@ def test_value_checks_switch_skips_only_value_checks():
     bad = with_nan(logits())
     with checks.value_checks(False):
         assert not checks.values_checked()
-        assert torch.isnan(kd_loss(bad, logits(seed=1)))  # NaN passes through, no ValueError
+        assert torch.isnan(LS.kd_loss(bad, logits(seed=1)))  # NaN passes through, no ValueError
         checks.check_labels(labels(0, 99), 4)  # ranges are value checks too
         checks.check_indices("keep", keep(((9, 9),)), 4, unique_rows=True)
         with pytest.raises(ValueError, match="finite"):  # hyper-parameters are always checked
-            kd_loss(logits(), logits(seed=1), T=INF)
+            LS.kd_loss(logits(), logits(seed=1), T=INF)
         with pytest.raises(TypeError):  # and types
-            kd_loss(logits().numpy(), logits(seed=1))
+            LS.kd_loss(logits().numpy(), logits(seed=1))
         with pytest.raises(ValueError, match="int64"):  # and dtypes
-            dkd_loss(logits(), logits(seed=1), labels().float())
+            LS.dkd_loss(logits(), logits(seed=1), labels().float())
         with checks.value_checks(True):
             with pytest.raises(ValueError, match="NaN"):
-                kd_loss(bad, logits(seed=1))
+                LS.kd_loss(bad, logits(seed=1))
         assert not checks.values_checked()
     assert checks.values_checked()
 
@@ -409,12 +387,12 @@ def test_value_checks_off_by_environment():
 
 
 @pytest.mark.parametrize("call", [
-    lambda: kd_loss(logits(), logits(seed=1), labels=labels(0, 1, -100, 3), alpha=0.3, reduction="none"),
-    lambda: dkd_loss(logits(), logits(seed=1), labels()),
-    lambda: pld_loss(logits(), logits(seed=1), labels()),
-    lambda: ofa_loss(logits(), logits(seed=1), labels(), gamma=2.0),
-    lambda: ffg2m_loss(logits(), logits(seed=1), edges(), labels(0, -100, 2, 3)),
-    lambda: masked_reconstruction_loss(tokens(), tokens(seed=1), keep()),
+    lambda: LS.kd_loss(logits(), logits(seed=1), labels=labels(0, 1, -100, 3), alpha=0.3, reduction="none"),
+    lambda: LS.dkd_loss(logits(), logits(seed=1), labels()),
+    lambda: LS.pld_loss(logits(), logits(seed=1), labels()),
+    lambda: LS.ofa_loss(logits(), logits(seed=1), labels(), gamma=2.0),
+    lambda: G.ffg2m_loss(logits(), logits(seed=1), edges(), labels(0, -100, 2, 3)),
+    lambda: LS.masked_reconstruction_loss(tokens(), tokens(seed=1), keep()),
     lambda: L.forward_kl(logits(6, 11), logits(6, 11, 1), labels=torch.tensor([1, 2, -100, 4, 5, 6])),
     lambda: fused(labels=torch.tensor([1, 2, -100, 4, 5, 6])),
 ])
@@ -426,7 +404,7 @@ def test_valid_inputs_give_the_same_numbers_with_checks_on_and_off(call):
 
 
 def test_no_host_sync_with_value_checks_off(monkeypatch):
-    """With value checks off, validating kd_loss / dkd_loss reads no tensor data (no .item / bool)."""
+    """With value checks off, validating LS.kd_loss / LS.dkd_loss reads no tensor data (no .item / bool)."""
     calls = []
 
     def spy(name):
@@ -439,15 +417,15 @@ def test_no_host_sync_with_value_checks_off(monkeypatch):
 
     for name in ("__bool__", "item", "__int__", "__float__"):
         monkeypatch.setattr(torch.Tensor, name, spy(name))
-    kd_loss(logits(), logits(seed=1), labels=labels(), alpha=0.5)
+    LS.kd_loss(logits(), logits(seed=1), labels=labels(), alpha=0.5)
     assert calls, "the spy sees the syncs of the value checks when they are on"
     calls.clear()
     with checks.value_checks(False):
-        kd_loss(logits(), logits(seed=1), labels=labels(), alpha=0.5)
-        dkd_loss(logits(), logits(seed=1), labels())
-        pld_loss(logits(), logits(seed=1), labels())
-        ofa_loss(logits(), logits(seed=1), labels())
-        masked_reconstruction_loss(tokens(), tokens(seed=1), keep())
+        LS.kd_loss(logits(), logits(seed=1), labels=labels(), alpha=0.5)
+        LS.dkd_loss(logits(), logits(seed=1), labels())
+        LS.pld_loss(logits(), logits(seed=1), labels())
+        LS.ofa_loss(logits(), logits(seed=1), labels())
+        LS.masked_reconstruction_loss(tokens(), tokens(seed=1), keep())
     assert calls == []
 
 
@@ -469,14 +447,14 @@ def batches(draw, ignore=False, min_b=1):
 @given(batches(ignore=True), st.floats(0.0, 1.0), st.floats(0.1, 10.0))
 def test_valid_random_labels_never_raise_kd(batch, alpha, T):
     s, t, y = batch
-    assert torch.isfinite(kd_loss(s, t, labels=y, alpha=alpha, T=T))
+    assert torch.isfinite(LS.kd_loss(s, t, labels=y, alpha=alpha, T=T))
 
 
 @PROP
 @given(batches())
 def test_valid_random_labels_never_raise(batch):
     s, t, y = batch
-    for loss in (dkd_loss(s, t, y), pld_loss(s, t, y), ofa_loss(s, t, y), dho_loss(s, y, s, t)):
+    for loss in (LS.dkd_loss(s, t, y), LS.pld_loss(s, t, y), LS.ofa_loss(s, t, y), LS.dho_loss(s, y, s, t)):
         assert torch.isfinite(loss)
 
 
@@ -486,7 +464,7 @@ def test_valid_random_graph_labels_never_raise(batch):
     s, t, y = batch
     n = len(y)
     ring = torch.stack([torch.arange(n), torch.arange(n).roll(1)])
-    assert torch.isfinite(ffg2m_loss(s, t, torch.cat([ring, ring.flip(0)], 1), y))
+    assert torch.isfinite(G.ffg2m_loss(s, t, torch.cat([ring, ring.flip(0)], 1), y))
 
 
 @PROP
@@ -495,27 +473,27 @@ def test_out_of_range_labels_always_raise(batch, offset):
     s, t, y = batch
     y = y.clone()
     y[0] = s.shape[1] - 1 + offset
-    for loss in (dkd_loss, pld_loss, ofa_loss):
+    for loss in (LS.dkd_loss, LS.pld_loss, LS.ofa_loss):
         with pytest.raises(ValueError, match="labels must lie"):
             loss(s, t, y)
     with pytest.raises(ValueError, match="labels must lie"):
-        kd_loss(s, t, labels=y, alpha=0.5)
+        LS.kd_loss(s, t, labels=y, alpha=0.5)
 
 
 HYPER = [
-    ("kd T", lambda v: kd_loss(logits(), logits(seed=1), T=v)),
-    ("kd alpha", lambda v: kd_loss(logits(), logits(seed=1), labels=labels(), alpha=v)),
-    ("dkd alpha", lambda v: dkd_loss(logits(), logits(seed=1), labels(), alpha=v)),
-    ("dkd beta", lambda v: dkd_loss(logits(), logits(seed=1), labels(), beta=v)),
-    ("pld T", lambda v: pld_loss(logits(), logits(seed=1), labels(), T=v)),
-    ("ofa gamma", lambda v: ofa_loss(logits(), logits(seed=1), labels(), gamma=v)),
-    ("meal adv_weight", lambda v: meal_v2_loss(logits(), soft_targets(logits(seed=1)), disc(), adv_weight=v)),
-    ("dho lam", lambda v: dho_loss(logits(), labels(), logits(), logits(seed=1), lam=v)),
-    ("dual alpha", lambda v: dual_head_probs(logits(), logits(seed=1), alpha=v)),
-    ("hfd tau", lambda v: high_frequency_loss(logits(), logits(seed=1), edges(), tau=v)),
-    ("ffg2m lam", lambda v: ffg2m_loss(logits(), logits(seed=1), edges(), labels(), lam=v)),
-    ("vq T", lambda v: soft_code_assignments(torch.randn(4, 3), torch.randn(5, 3), T=v)),
-    ("contextual h", lambda v: contextual_loss(tokens(), tokens(seed=1), h=v)),
+    ("kd T", lambda v: LS.kd_loss(logits(), logits(seed=1), T=v)),
+    ("kd alpha", lambda v: LS.kd_loss(logits(), logits(seed=1), labels=labels(), alpha=v)),
+    ("dkd alpha", lambda v: LS.dkd_loss(logits(), logits(seed=1), labels(), alpha=v)),
+    ("dkd beta", lambda v: LS.dkd_loss(logits(), logits(seed=1), labels(), beta=v)),
+    ("pld T", lambda v: LS.pld_loss(logits(), logits(seed=1), labels(), T=v)),
+    ("ofa gamma", lambda v: LS.ofa_loss(logits(), logits(seed=1), labels(), gamma=v)),
+    ("meal adv_weight", lambda v: LS.meal_v2_loss(logits(), LS.soft_targets(logits(seed=1)), disc(), adv_weight=v)),
+    ("dho lam", lambda v: LS.dho_loss(logits(), labels(), logits(), logits(seed=1), lam=v)),
+    ("dual alpha", lambda v: LS.dual_head_probs(logits(), logits(seed=1), alpha=v)),
+    ("hfd tau", lambda v: G.high_frequency_loss(logits(), logits(seed=1), edges(), tau=v)),
+    ("ffg2m lam", lambda v: G.ffg2m_loss(logits(), logits(seed=1), edges(), labels(), lam=v)),
+    ("vq T", lambda v: G.soft_code_assignments(torch.randn(4, 3), torch.randn(5, 3), T=v)),
+    ("contextual h", lambda v: LS.contextual_loss(tokens(), tokens(seed=1), h=v)),
     ("llm T", lambda v: L.forward_kl(logits(6, 11), logits(6, 11, 1), T=v)),
     ("jsd beta", lambda v: L.generalized_jsd(logits(6, 11), logits(6, 11, 1), beta=v)),
     ("taid t", lambda v: L.taid_loss(logits(6, 11), logits(6, 11, 1), t=v)),
@@ -539,7 +517,7 @@ def test_any_non_finite_hyper_parameter_raises(case, value):
 def test_random_keep_is_always_accepted(batch, n, ratio):
     k = random_keep(batch, n, ratio)
     if k.shape[1] < n:
-        masked_reconstruction_loss(tokens(batch, n, 3), tokens(batch, n, 3, seed=1), k)
+        LS.masked_reconstruction_loss(tokens(batch, n, 3), tokens(batch, n, 3, seed=1), k)
 
 
 def test_finite_values_in_range_pass_every_hyper_parameter():

@@ -10,12 +10,12 @@ from cookbook.checks import (
     check_finite_param,
     check_labels,
     check_pair,
+    check_probabilities,
     check_reduction,
     check_temperature,
     check_tensor,
     check_unit_interval,
     check_values,
-    values_checked,
 )
 
 
@@ -196,9 +196,7 @@ def meal_v2_loss(student_logits: torch.Tensor, target_probs: torch.Tensor, discr
     check_finite_param("adv_weight", adv_weight, 0.0)
     if not isinstance(discriminator, torch.nn.Module):
         raise TypeError(f"discriminator must be a torch.nn.Module, got {type(discriminator).__name__}")
-    if values_checked() and ((target_probs < 0).any() or not torch.allclose(
-            target_probs.sum(-1), torch.ones(len(target_probs)).to(target_probs), atol=1e-4)):
-        raise ValueError("target_probs must be probabilities (non-negative rows summing to 1): use ensemble_soft_targets")
+    check_probabilities("target_probs", target_probs, hint="use ensemble_soft_targets")
     target_probs = target_probs.detach()
     log_q = F.log_softmax(student_logits, -1)                                           # (B, C)
     similarity = -(target_probs * log_q).sum(-1).mean()
