@@ -24,8 +24,10 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from cookbook.checks import check_choice, check_finite_param, check_int, check_tensor, check_values
 from cookbook.kernels import chunked
 from cookbook.losses.llm import (
+    DIVERGENCES,
     TopKTeacher,
     check_divergence,
     check_temperature,
@@ -78,8 +80,15 @@ def auto_chunk_size(n_rows: int, vocab: int, student_dim: int, teacher_dim: int 
     The floor counts, in elements, the weights, the head gradient and the hidden states (and their
     gradient), as ``bench.physical_floor_bytes`` does. Larger chunks make better matmuls (and
     re-read dW less often); smaller ones save memory. Result: a multiple of 64 in [64, 4096]
-    (16 for tiny inputs), at most n_rows.
+    (16 for tiny inputs), at most n_rows. n_rows, vocab, student_dim >= 1; teacher_dim >= 0;
+    budget finite > 0; divergence one of ``DIVERGENCES``.
     """
+    check_int("n_rows", n_rows, 1)
+    check_int("vocab", vocab, 1)
+    check_int("student_dim", student_dim, 1)
+    check_int("teacher_dim", teacher_dim, 0)
+    check_finite_param("budget", budget, 0.0, low_open=True)
+    check_choice("divergence", divergence, DIVERGENCES)
     floor = vocab * (2 * student_dim + teacher_dim) + n_rows * (2 * student_dim + teacher_dim)
     n_buf = _BUFFERS["topk" if topk else divergence]
     c = int(budget * floor / (n_buf * vocab))
@@ -105,6 +114,9 @@ def _logits_f32(h: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
 
 
 def _validate(student_hidden, student_head, student_bias, teacher, chunk_size, reduction, backend):
+    check_tensor("student_hidden", student_hidden)
+    check_tensor("student_head", student_head)
+    check_tensor("student_bias", student_bias, optional=True)
     if student_hidden.ndim != 2 or student_head.ndim != 2:
         raise ValueError("student_hidden must be (N, H) and student_head (V, H); flatten (B, L, H)"
                          f" first. Got {tuple(student_hidden.shape)} and {tuple(student_head.shape)}")
@@ -119,9 +131,8 @@ def _validate(student_hidden, student_head, student_bias, teacher, chunk_size, r
         raise ValueError(f"student_bias must be (V,)=({vocab},), got {tuple(student_bias.shape)}")
     if n == 0:
         raise ValueError("student_hidden is empty (N = 0)")
-    if torch.isnan(student_hidden).any():
-        raise ValueError("NaN in student_hidden")
-    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size <= 0):
+    check_values("student_hidden", student_hidden)
+    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size <= 0):
         raise ValueError(f"chunk_size must be a positive int (or None for automatic), got "
                          f"{chunk_size!r}")
     if reduction not in ("mean", "sum"):
@@ -131,20 +142,21 @@ def _validate(student_hidden, student_head, student_bias, teacher, chunk_size, r
         raise ValueError(f"backend must be 'auto', 'torch' or 'triton', got {backend!r}")
     if isinstance(teacher, TeacherHead):
         th, tw = teacher.hidden, teacher.head
+        check_tensor("teacher hidden", th)
+        check_tensor("teacher head", tw)
+        check_tensor("teacher bias", teacher.bias, optional=True)
         if th.ndim != 2 or tw.ndim != 2 or th.shape[0] != n or tw.shape[1] != th.shape[1]:
             raise ValueError(f"teacher hidden (N, Ht) and head (V, Ht) expected with N={n}, got "
                              f"{tuple(th.shape)} and {tuple(tw.shape)}")
         if tw.shape[0] != vocab:
             raise ValueError(f"vocabulary mismatch: teacher head has V={tw.shape[0]}, student "
                              f"head V={vocab} (distillation needs a shared tokenizer)")
-        if torch.isnan(th).any():
-            raise ValueError("NaN in the teacher hidden states")
+        check_values("the teacher hidden states", th)
     elif isinstance(teacher, Tensor):
         if teacher.shape != (n, vocab):
             raise ValueError(f"dense teacher logits must be (N, V)=({n}, {vocab}), got "
                              f"{tuple(teacher.shape)} (a vocabulary mismatch?)")
-        if torch.isnan(teacher).any():
-            raise ValueError("NaN in the teacher logits")
+        check_values("the teacher logits", teacher, allow_neg_inf=True)
     elif not isinstance(teacher, TopKTeacher):
         raise ValueError("teacher must be a TeacherHead(hidden, head[, bias]), a TopKTeacher"
                          f"(indices, logprobs[, T]) or dense logits (N, V); got {type(teacher)}")
@@ -267,7 +279,7 @@ def fused_linear_distill(student_hidden: Tensor, student_head: Tensor,
     n, vocab = student_hidden.shape[0], student_head.shape[0]
     if isinstance(teacher, TopKTeacher):
         check_topk(teacher, n, vocab, T)
-    keep = token_mask(n, mask, labels, ignore_index, student_hidden.device)
+    keep = token_mask(n, mask, labels, ignore_index, student_hidden.device, vocab)
     n_valid = int(keep.sum())
     rows = None if n_valid == n else keep.nonzero().squeeze(1)  # (n_valid,)
     if backend == "auto":

@@ -19,10 +19,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from cookbook.checks import check_int, check_tensor, check_values
 from cookbook.losses.llm import NEG, rowdot
 
 
 def check_projection(name: str, x: Tensor, num_relation_heads: int) -> None:
+    check_tensor(name, x)
+    check_int("num_relation_heads", num_relation_heads, low=0)
     if x.ndim != 3:
         raise ValueError(f"{name} must be (B, L, D), got shape {tuple(x.shape)}")
     if x.shape[0] == 0 or x.shape[1] == 0:
@@ -30,8 +33,7 @@ def check_projection(name: str, x: Tensor, num_relation_heads: int) -> None:
     if num_relation_heads < 1 or x.shape[2] % num_relation_heads:
         raise ValueError(f"num_relation_heads={num_relation_heads} must divide the hidden size "
                          f"D={x.shape[2]} of {name}")
-    if torch.isnan(x).any():
-        raise ValueError(f"NaN in {name}")
+    check_values(name, x)
 
 
 def relation_mask(length: int, mask: Tensor | None, causal: bool, device: torch.device) -> Tensor:
@@ -59,6 +61,7 @@ def attention_relations(x: Tensor, num_relation_heads: int, *, causal: bool = Tr
     Pretrained Transformers", 2021, arXiv:2012.15828 (v1: arXiv:2002.10957).
     """
     check_projection("x", x, num_relation_heads)
+    check_tensor("mask", mask, optional=True)
     b, length, d = x.shape
     if mask is not None and mask.shape != (b, length):
         raise ValueError(f"mask must be (B, L)=({b}, {length}), got {tuple(mask.shape)}")
@@ -86,6 +89,9 @@ def attention_relation_loss(student_qkv: tuple[Tensor, Tensor, Tensor],
     """
     if len(student_qkv) != 3 or len(teacher_qkv) != 3:
         raise ValueError("student_qkv and teacher_qkv must each be a (Q, K, V) triple")
+    for who, triple in (("student", student_qkv), ("teacher", teacher_qkv)):
+        for x in triple:
+            check_tensor(f"{who} projection", x)
     total = student_qkv[0].new_zeros((), dtype=torch.float32)
     for s, t in zip(student_qkv, teacher_qkv):
         check_projection("student projection", s, num_relation_heads)

@@ -10,10 +10,19 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from cookbook.checks import check_pair, check_temperature
+from cookbook.checks import (
+    check_finite_param,
+    check_indices,
+    check_pair,
+    check_temperature,
+    check_tensor,
+    check_values,
+)
 
 
 def _check_tokens(student_tokens: torch.Tensor, teacher_tokens: torch.Tensor, same_dim: bool = True) -> None:
+    check_tensor("student_tokens", student_tokens)
+    check_tensor("teacher_tokens", teacher_tokens)
     if student_tokens.dim() != 3 or teacher_tokens.dim() != 3:
         raise ValueError(f"tokens must be (batch, tokens, dim), got {tuple(student_tokens.shape)} "
                          f"and {tuple(teacher_tokens.shape)}")
@@ -22,6 +31,16 @@ def _check_tokens(student_tokens: torch.Tensor, teacher_tokens: torch.Tensor, sa
     elif student_tokens.shape[:2] != teacher_tokens.shape[:2]:
         raise ValueError(f"student and teacher need the same batch and number of tokens, got "
                          f"{tuple(student_tokens.shape[:2])} and {tuple(teacher_tokens.shape[:2])}")
+    else:
+        if student_tokens.numel() == 0 or teacher_tokens.numel() == 0:
+            raise ValueError(f"empty tokens: shapes {tuple(student_tokens.shape)} and {tuple(teacher_tokens.shape)}")
+        check_values("student_tokens", student_tokens)
+        check_values("teacher_tokens", teacher_tokens)
+
+
+def _check_keep(keep: torch.Tensor, batch: int, n: int) -> None:
+    """keep: int64 (B, K) visible patch ids, in [0, N) and distinct within each image."""
+    check_indices("keep", keep, n, shape=(batch, keep.shape[1]), unique_rows=True, what="patches")
 
 
 def token_node_loss(student_tokens: torch.Tensor, teacher_tokens: torch.Tensor) -> torch.Tensor:
@@ -75,7 +94,8 @@ def contextual_loss(student_tokens: torch.Tensor, teacher_tokens: torch.Tensor, 
     Papers: Mechrez, Talmi, Zelnik-Manor, "The Contextual Loss for Image Transformation with
     Non-Aligned Data", ECCV 2018, arXiv 1803.02077; used as in TRG, arXiv 2306.12442.
     """
-    check_temperature(h)
+    check_temperature(h, "temperature (bandwidth) h")
+    check_finite_param("eps", eps, 0.0, low_open=True)
     _check_tokens(student_tokens, teacher_tokens)
     t, s = F.normalize(teacher_tokens.detach(), dim=-1), F.normalize(student_tokens, dim=-1)
     d = 1 - t @ s.transpose(1, 2)                                            # (B, N_t, N_s)
@@ -96,14 +116,16 @@ def visible_feature_loss(student_feats: torch.Tensor, teacher_tokens: torch.Tens
     keep (B, K) int64: visible patch indices, 1 <= K < N (all visible would be no masking).
     Paper: Bai et al., "Masked Autoencoders Enable Efficient Knowledge Distillers", CVPR 2023, arXiv 2208.12256.
     """
+    check_tensor("student_feats", student_feats, ndim=3)
+    check_tensor("teacher_tokens", teacher_tokens, ndim=3)
+    check_tensor("keep", keep)
     if keep.dim() != 2 or keep.dtype != torch.long or keep.shape != student_feats.shape[:2]:
         raise ValueError(f"keep must be int64 (B, K) matching student_feats {tuple(student_feats.shape[:2])}, "
                          f"got {keep.dtype} {tuple(keep.shape)}")
     n = teacher_tokens.shape[1]
     if keep.shape[1] >= n:
         raise ValueError(f"{keep.shape[1]} visible patches out of {n}: nothing is masked")
-    if int(keep.min()) < 0 or int(keep.max()) >= n:
-        raise ValueError(f"keep indexes patches [{int(keep.min())}, {int(keep.max())}] but there are {n}")
+    _check_keep(keep, teacher_tokens.shape[0], n)
     target = teacher_tokens.detach().gather(1, keep[:, :, None].expand(-1, -1, teacher_tokens.shape[-1]))
     target = F.layer_norm(target, target.shape[-1:])                         # (B, K, D)
     check_pair(student_feats, target, "features")
@@ -120,8 +142,12 @@ def masked_reconstruction_loss(pred_patches: torch.Tensor, patches: torch.Tensor
     Paper: He et al., "Masked Autoencoders Are Scalable Vision Learners", CVPR 2022, arXiv 2111.06377.
     """
     check_pair(pred_patches, patches, "patches")
+    if patches.dim() != 3:
+        raise ValueError(f"patches must be (B, N, P), got shape {tuple(patches.shape)}")
+    check_tensor("keep", keep, ndim=2)
     if keep.shape[1] >= patches.shape[1]:
         raise ValueError(f"{keep.shape[1]} visible patches out of {patches.shape[1]}: nothing to reconstruct")
+    _check_keep(keep, patches.shape[0], patches.shape[1])
     masked = torch.ones(patches.shape[:2], dtype=torch.bool, device=patches.device).scatter(1, keep, False)
     target = F.layer_norm(patches, patches.shape[-1:])
     err = (pred_patches - target).pow(2).mean(-1)                             # (B, N)

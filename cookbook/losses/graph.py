@@ -17,9 +17,12 @@ import torch.nn.functional as F
 
 from cookbook.checks import (
     check_edge_index,
+    check_labels,
     check_pair,
     check_temperature,
+    check_tensor,
     check_unit_interval,
+    check_values,
 )
 
 
@@ -106,8 +109,11 @@ def ffg2m_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, edge_
     Paper: Wu et al., AAAI 2023, arXiv 2305.10758 (the loss of their released training script).
     """
     check_unit_interval(lam, "lam")
-    if labels.shape != student_logits.shape[:1]:
-        raise ValueError(f"labels must have shape ({student_logits.shape[0]},), got {tuple(labels.shape)}")
+    check_temperature(tau)
+    check_pair(student_logits, teacher_logits)
+    if student_logits.dim() != 2:
+        raise ValueError(f"logits must be (nodes, classes), got shape {tuple(student_logits.shape)}")
+    check_labels(labels, student_logits.shape[1], ignore_index, shape=student_logits.shape[:1])
     labelled = labels != ignore_index
     ce = F.cross_entropy(student_logits, labels, ignore_index=ignore_index, reduction="sum") / labelled.sum().clamp(min=1)
     lfd = low_frequency_loss(student_logits, teacher_logits, edge_index)
@@ -123,13 +129,15 @@ def _neg_distances(embeddings: torch.Tensor, codebook: torch.Tensor) -> torch.Te
 
 
 def _check_codebook(embeddings: torch.Tensor, codebook: torch.Tensor) -> None:
+    check_tensor("embeddings", embeddings)
+    check_tensor("codebook", codebook)
     if embeddings.dim() != 2 or codebook.dim() != 2 or embeddings.shape[1] != codebook.shape[1]:
         raise ValueError(f"embeddings (N, D) and codebook (K, D) must share D, got {tuple(embeddings.shape)} "
                          f"and {tuple(codebook.shape)}")
     if embeddings.shape[0] == 0 or codebook.shape[0] == 0:
         raise ValueError("got no nodes or an empty codebook")
-    if not (torch.isfinite(embeddings).all() and torch.isfinite(codebook).all()):
-        raise ValueError("embeddings or codebook contain NaN or inf")
+    check_values("embeddings", embeddings)
+    check_values("codebook", codebook)
 
 
 def soft_code_assignments(embeddings: torch.Tensor, codebook: torch.Tensor, *, T: float = 1.0) -> torch.Tensor:
@@ -164,9 +172,11 @@ def soft_code_loss(student_embeddings: torch.Tensor, teacher_assignments: torch.
     """
     check_temperature(T)
     _check_codebook(student_embeddings, codebook)
+    check_tensor("teacher_assignments", teacher_assignments)
     if teacher_assignments.shape != (student_embeddings.shape[0], codebook.shape[0]):
         raise ValueError(f"teacher_assignments must be (N, K) = {(student_embeddings.shape[0], codebook.shape[0])}, "
                          f"got {tuple(teacher_assignments.shape)}: one distribution over the K codes per node")
+    check_values("teacher_assignments", teacher_assignments)
     log_r_t = teacher_assignments.detach().clamp(min=1e-30).log()                               # (N, K)
     log_r_s = F.log_softmax(_neg_distances(student_embeddings, codebook.detach()) / T, -1)      # (N, K)
     return T**2 * _kl_rows(log_r_t, log_r_s).mean()

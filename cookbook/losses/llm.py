@@ -45,7 +45,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from cookbook.checks import check_reduction, check_temperature, check_unit_interval
+from cookbook.checks import (
+    check_choice,
+    check_finite_param,
+    check_int,
+    check_labels,
+    check_reduction,
+    check_temperature,
+    check_tensor,
+    check_unit_interval,
+    check_values,
+    values_checked,
+)
 
 DIVERGENCES = ("forward_kl", "reverse_kl", "jsd", "taid")  # also computed by cookbook.kernels
 ALL_DIVERGENCES = DIVERGENCES + ("skew_kl", "skew_rkl")  # reference functions only
@@ -67,6 +78,9 @@ class TopKTeacher(NamedTuple):
     @classmethod
     def from_logits(cls, teacher_logits: Tensor, k: int, *, T: float = 1.0) -> TopKTeacher:
         """Keep the k most likely tokens of dense teacher logits (N, V) at temperature T."""
+        check_tensor("teacher_logits", teacher_logits)
+        check_temperature(T)
+        check_int("k", k, 1)
         if not 1 <= k <= teacher_logits.shape[-1]:
             raise ValueError(f"k must be in [1, V={teacher_logits.shape[-1]}], got {k}")
         logp = F.log_softmax(teacher_logits.float() / T, dim=-1)  # (N, V)
@@ -103,8 +117,7 @@ class TopKTeacher(NamedTuple):
 
 def check_divergence(divergence: str, beta: float, t: float | None, alpha: float = 0.1,
                      allowed: tuple[str, ...] = DIVERGENCES) -> None:
-    if divergence not in allowed:
-        raise ValueError(f"unknown divergence {divergence!r}; choose one of {allowed}")
+    check_choice("divergence", divergence, allowed)
     if divergence in ("skew_kl", "skew_rkl") and not 0.0 <= alpha < 1.0:
         raise ValueError(f"the skew alpha must be in [0, 1) (alpha = 1 makes the skewed mixture "
                          f"equal the source, so the loss is identically 0), got {alpha}")
@@ -118,6 +131,9 @@ def check_divergence(divergence: str, beta: float, t: float | None, alpha: float
 
 def check_topk(teacher: TopKTeacher, n: int, vocab: int, T: float) -> None:
     idx, lp = teacher.indices, teacher.logprobs
+    check_tensor("top-k indices", idx)
+    check_tensor("top-k logprobs", lp)
+    check_finite_param("the top-k teacher's T", teacher.T, 0.0, low_open=True)
     if idx.ndim != 2 or lp.shape != idx.shape:
         raise ValueError(f"top-k teacher needs indices and logprobs of the same shape (N, k), "
                          f"got {tuple(idx.shape)} and {tuple(lp.shape)}")
@@ -125,6 +141,11 @@ def check_topk(teacher: TopKTeacher, n: int, vocab: int, T: float) -> None:
         raise ValueError(f"top-k indices must be int64, got {idx.dtype} (use .long())")
     if idx.shape[0] != n:
         raise ValueError(f"top-k teacher has {idx.shape[0]} tokens but the student has {n}")
+    if abs(teacher.T - T) > 1e-6 * max(1.0, T):
+        raise ValueError(f"the top-k teacher was computed at T={teacher.T} but the loss was "
+                         f"called with T={T}; rebuild the cache at the temperature you train with")
+    if not values_checked():
+        return
     if idx.numel() and (idx.min() < 0 or idx.max() >= vocab):
         raise ValueError(f"top-k indices must lie in [0, V={vocab}): the teacher's vocabulary "
                          f"does not match the student's (max index {int(idx.max())})")
@@ -135,15 +156,16 @@ def check_topk(teacher: TopKTeacher, n: int, vocab: int, T: float) -> None:
     if idx.numel() and lp.float().exp().sum(-1).max() > 1.0 + 1e-3:
         raise ValueError("top-k logprobs are not log-probabilities: exp(logprobs) sums to > 1 "
                          "in some row (store log_softmax values, not raw logits)")
-    if abs(teacher.T - T) > 1e-6 * max(1.0, T):
-        raise ValueError(f"the top-k teacher was computed at T={teacher.T} but the loss was "
-                         f"called with T={T}; rebuild the cache at the temperature you train with")
 
 
 def token_mask(n: int, mask: Tensor | None, labels: Tensor | None, ignore_index: int,
-               device: torch.device) -> Tensor:
-    """The (N,) bool selection of counted tokens from ``mask`` and ``labels``/``ignore_index``."""
+               device: torch.device, vocab: int | None = None) -> Tensor:
+    """The (N,) bool selection of counted tokens from ``mask`` and ``labels``/``ignore_index``.
+
+    labels: any integer dtype; with ``vocab`` the counted ones must be token ids in [0, vocab)."""
     keep = torch.ones(n, dtype=torch.bool, device=device)
+    check_tensor("mask", mask, optional=True)
+    check_tensor("labels", labels, optional=True)
     if mask is not None:
         if mask.shape != (n,):
             raise ValueError(f"mask must have shape (N,)=({n},), got {tuple(mask.shape)}")
@@ -151,6 +173,8 @@ def token_mask(n: int, mask: Tensor | None, labels: Tensor | None, ignore_index:
     if labels is not None:
         if labels.shape != (n,):
             raise ValueError(f"labels must have shape (N,)=({n},), got {tuple(labels.shape)}")
+        check_labels(labels, vocab, ignore_index, any_int=True, size_name="V",
+                     where=None if mask is None else keep.to(labels.device))
         keep &= labels.to(device) != ignore_index
     if not bool(keep.any()):
         raise ValueError("every token is masked (mask / labels == ignore_index): nothing to distil")
@@ -158,13 +182,13 @@ def token_mask(n: int, mask: Tensor | None, labels: Tensor | None, ignore_index:
 
 
 def check_logits(name: str, x: Tensor) -> None:
+    check_tensor(name, x)
     if x.ndim != 2:
         raise ValueError(f"{name} must be 2-D (N, V): flatten (B, L, V) with .flatten(0, 1), "
                          f"got shape {tuple(x.shape)}")
     if x.shape[0] == 0:
         raise ValueError(f"{name} is empty (N = 0)")
-    if torch.isnan(x).any():
-        raise ValueError(f"NaN in {name}")
+    check_values(name, x, allow_neg_inf=True)  # -inf = a token of probability 0
 
 
 # ----------------------------------------------------------------------------- row divergences
@@ -260,7 +284,7 @@ def distill_loss(student_logits: Tensor, teacher_logits: Tensor | TopKTeacher, *
     check_divergence(divergence, beta, t, alpha, allowed=ALL_DIVERGENCES)
     check_reduction(reduction, REDUCTIONS)
     n, vocab = student_logits.shape
-    keep = token_mask(n, mask, labels, ignore_index, student_logits.device)
+    keep = token_mask(n, mask, labels, ignore_index, student_logits.device, vocab)
     if isinstance(teacher_logits, TopKTeacher):
         check_topk(teacher_logits, n, vocab, T)
         logq, logp = topk_bins(student_logits, teacher_logits, T)  # (N, k+1)
@@ -338,6 +362,11 @@ def taid_target(student_logits: Tensor, teacher_logits: Tensor, *, t: float,
     """
     check_divergence("taid", 0.5, t)
     check_temperature(T)
+    check_logits("student_logits", student_logits)
+    check_logits("teacher_logits", teacher_logits)
+    if teacher_logits.shape != student_logits.shape:
+        raise ValueError(f"teacher_logits {tuple(teacher_logits.shape)} and student_logits "
+                         f"{tuple(student_logits.shape)} differ: vocabularies must match")
     logq = F.log_softmax(student_logits.detach().float() / T, dim=-1)  # (N, V)
     logp = F.log_softmax(teacher_logits.float() / T, dim=-1)  # (N, V)
     return F.softmax((1 - t) * logq + t * logp, dim=-1)
@@ -378,6 +407,9 @@ class TAIDSchedule:
                  alpha: float = 5e-4, momentum: float = 0.99):
         if total_steps <= 0 or not 0.0 <= t_start <= t_end <= 1.0:
             raise ValueError("need total_steps > 0 and 0 <= t_start <= t_end <= 1")
+        check_int("total_steps", total_steps, 1)
+        check_finite_param("alpha", alpha, 0.0)
+        check_finite_param("momentum", momentum, 0.0, 1.0)
         self.total_steps, self.t_start, self.t_end = total_steps, t_start, t_end
         self.alpha, self.momentum = alpha, momentum
         self.t, self.step, self.m, self.prev_loss = t_start, 0, 0.0, None
@@ -501,8 +533,10 @@ def sinkhorn_loss(student_logits: Tensor, teacher_logits: Tensor, *, T: float = 
     check_dense_pair(student_logits, teacher_logits, T, reduction)
     if not epsilon > 0 or n_iter < 1:
         raise ValueError(f"need epsilon > 0 and n_iter >= 1, got epsilon={epsilon}, n_iter={n_iter}")
-    n = student_logits.shape[0]
-    keep = token_mask(n, mask, labels, ignore_index, student_logits.device)
+    check_finite_param("epsilon", epsilon, 0.0, low_open=True)
+    check_int("n_iter", n_iter, 1)
+    n, vocab = student_logits.shape
+    keep = token_mask(n, mask, labels, ignore_index, student_logits.device, vocab)
     dtype = torch.promote_types(student_logits.dtype, torch.float32)
     q = F.softmax(student_logits[keep].to(dtype) / T, dim=-1)  # (M, V)
     p = F.softmax(teacher_logits[keep].to(dtype) / T, dim=-1)  # (M, V)
@@ -563,6 +597,9 @@ def dac_kl_loss(student_logits: Tensor, teacher_logits: Tensor | TopKTeacher, *,
         return dac_kl_topk(student_logits, teacher_logits, T=T, mask=mask, labels=labels,
                            ignore_index=ignore_index, reduction=reduction)
     check_dense_pair(student_logits, teacher_logits, T, reduction)
+    for name, b in (("lower", lower), ("upper", upper)):
+        if not isinstance(b, (torch.Tensor, int, float)):
+            raise TypeError(f"{name} must be a float or an (N,) torch.Tensor, got {type(b).__name__}")
     lo, hi = torch.as_tensor(lower, dtype=torch.float64), torch.as_tensor(upper, dtype=torch.float64)
     if torch.isnan(lo).any() or torch.isnan(hi).any() or not (0 <= lo).all() or not (hi <= 1).all() \
             or not (lo <= hi).all():
@@ -571,12 +608,12 @@ def dac_kl_loss(student_logits: Tensor, teacher_logits: Tensor | TopKTeacher, *,
     n, vocab = student_logits.shape
     if any(b.ndim and b.shape != (n,) for b in (lo, hi)):
         raise ValueError(f"lower / upper must be floats or (N,)=({n},) tensors")
-    keep = token_mask(n, mask, labels, ignore_index, student_logits.device)
+    keep = token_mask(n, mask, labels, ignore_index, student_logits.device, vocab)
     a_t = teacher_logits.float() / T  # (N, V)
     kept = dac_kl_keep(F.softmax(a_t, dim=-1), lower, upper)  # (N, V)
     if labels is not None:
         target = torch.where(keep, labels, torch.zeros_like(labels)).long()  # (N,)
-        if target.min() < 0 or target.max() >= vocab:
+        if values_checked() and (target.min() < 0 or target.max() >= vocab):
             raise ValueError(f"labels of counted tokens must be token ids in [0, V={vocab})")
         kept = kept.scatter(1, target[:, None], True)
     logp = F.log_softmax(a_t.masked_fill(~kept, NEG), dim=-1)  # (N, V) renormalised over S
@@ -602,13 +639,13 @@ def dac_kl_topk(student_logits: Tensor, teacher: TopKTeacher, *, T: float = 1.0,
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
     n, vocab = student_logits.shape
     check_topk(teacher, n, vocab, T)
-    keep = token_mask(n, mask, labels, ignore_index, student_logits.device)
+    keep = token_mask(n, mask, labels, ignore_index, student_logits.device, vocab)
     idx, logp = teacher.indices, teacher.logprobs.float()                          # (N, k)
     a = student_logits.float() / T
     logq = a.gather(1, idx)                                                        # (N, k)
     if labels is not None:  # one extra slot for the target, empty when it is already listed
         target = torch.where(keep, labels, torch.zeros_like(labels)).long()[:, None]   # (N, 1)
-        if target.min() < 0 or target.max() >= vocab:
+        if values_checked() and (target.min() < 0 or target.max() >= vocab):
             raise ValueError(f"labels of counted tokens must be token ids in [0, V={vocab})")
         listed = (idx == target).any(-1, keepdim=True)                                 # (N, 1)
         target_lp = teacher.unlisted_logprob(vocab)[:, None]
@@ -631,4 +668,6 @@ def shift_labels(ids: Tensor) -> Tensor:
 
 def token_ce(logits: Tensor, ids: Tensor) -> Tensor:
     """Per-token next-token cross-entropy (B*L,) of logits (B, L, V), 0 at each last position."""
+    check_tensor("logits", logits, ndim=3)
+    check_labels(ids, logits.shape[-1], shape=logits.shape[:2], name="ids", size_name="V")
     return F.cross_entropy(logits.flatten(0, 1).float(), shift_labels(ids), reduction="none")

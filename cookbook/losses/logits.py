@@ -6,10 +6,16 @@ import torch
 import torch.nn.functional as F
 
 from cookbook.checks import (
+    check_class_weights,
+    check_finite_param,
+    check_labels,
     check_pair,
+    check_probabilities,
     check_reduction,
     check_temperature,
+    check_tensor,
     check_unit_interval,
+    check_values,
 )
 
 
@@ -20,6 +26,8 @@ def soft_targets(logits: torch.Tensor, T: float = 1.0) -> torch.Tensor:
     ("dark knowledge"); T = 1 is the ordinary softmax.
     """
     check_temperature(T)
+    check_tensor("logits", logits)
+    check_values("logits", logits)
     return F.softmax(logits / T, dim=-1)
 
 
@@ -57,8 +65,7 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, *, T: fl
     if alpha == 1:
         return kl.mean() if reduction == "mean" else kl
 
-    if labels.shape != student_logits.shape[:1]:
-        raise ValueError(f"labels must have shape ({student_logits.shape[0]},), got {tuple(labels.shape)}")
+    check_labels(labels, student_logits.shape[1], ignore_index, shape=student_logits.shape[:1])
     ce = F.cross_entropy(student_logits, labels, ignore_index=ignore_index, reduction="none")  # (B,)
     labelled = labels != ignore_index
     if reduction == "none":
@@ -68,12 +75,10 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, *, T: fl
 
 
 def _check_labels(labels: torch.Tensor, logits: torch.Tensor) -> None:
+    check_tensor("logits", logits)
     if logits.dim() != 2:
         raise ValueError(f"logits must be (batch, classes), got shape {tuple(logits.shape)}")
-    if labels.shape != logits.shape[:1] or labels.dtype != torch.long:
-        raise ValueError(f"labels must be int64 of shape ({logits.shape[0]},), got {labels.dtype} {tuple(labels.shape)}")
-    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= logits.shape[1]):
-        raise ValueError(f"labels must lie in [0, {logits.shape[1] - 1}], got [{int(labels.min())}, {int(labels.max())}]")
+    check_labels(labels, logits.shape[1], shape=logits.shape[:1])
 
 
 def dkd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, *,
@@ -98,8 +103,8 @@ def dkd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels:
     _check_labels(labels, student_logits)
     if student_logits.shape[1] < 3:
         raise ValueError("DKD needs at least 3 classes (NCKD is a distribution over the C - 1 non-target ones)")
-    if alpha < 0 or beta < 0:
-        raise ValueError(f"alpha and beta must be >= 0, got {alpha}, {beta}")
+    check_finite_param("alpha", alpha, 0.0)
+    check_finite_param("beta", beta, 0.0)
 
     target = F.one_hot(labels, student_logits.shape[1]).bool()                          # (B, C)
 
@@ -159,8 +164,12 @@ def ensemble_soft_targets(teacher_logits: list[torch.Tensor] | tuple[torch.Tenso
     teacher_logits: a non-empty sequence of (B, C) tensors. Averaging probabilities, not logits, keeps
     each teacher's calibration: one over-confident teacher cannot dominate the target.
     """
+    if not isinstance(teacher_logits, (list, tuple)):
+        raise TypeError(f"teacher_logits must be a list or tuple of (B, C) tensors, got {type(teacher_logits).__name__}")
     if len(teacher_logits) == 0:
         raise ValueError("ensemble_soft_targets needs at least one teacher's logits")
+    for i, t in enumerate(teacher_logits):
+        check_tensor(f"teacher_logits[{i}]", t)
     for t in teacher_logits[1:]:
         check_pair(teacher_logits[0], t)
     return torch.stack([soft_targets(t.detach(), T) for t in teacher_logits]).mean(0)
@@ -184,10 +193,10 @@ def meal_v2_loss(student_logits: torch.Tensor, target_probs: torch.Tensor, discr
     without Tricks", 2020, arXiv 2009.08453.
     """
     check_pair(student_logits, target_probs, name="outputs")
-    if adv_weight < 0:
-        raise ValueError(f"adv_weight must be >= 0, got {adv_weight}")
-    if (target_probs < 0).any() or not torch.allclose(target_probs.sum(-1), torch.ones(len(target_probs)).to(target_probs), atol=1e-4):
-        raise ValueError("target_probs must be probabilities (non-negative rows summing to 1): use ensemble_soft_targets")
+    check_finite_param("adv_weight", adv_weight, 0.0)
+    if not isinstance(discriminator, torch.nn.Module):
+        raise TypeError(f"discriminator must be a torch.nn.Module, got {type(discriminator).__name__}")
+    check_probabilities("target_probs", target_probs, hint="use ensemble_soft_targets")
     target_probs = target_probs.detach()
     log_q = F.log_softmax(student_logits, -1)                                           # (B, C)
     similarity = -(target_probs * log_q).sum(-1).mean()
@@ -216,6 +225,7 @@ def dho_loss(ce_logits: torch.Tensor, labels: torch.Tensor, kd_logits: torch.Ten
     """
     check_unit_interval(lam, "lam")
     _check_labels(labels, ce_logits)
+    check_values("ce_logits", ce_logits)
     return lam * F.cross_entropy(ce_logits, labels) + (1 - lam) * kd_loss(kd_logits, teacher_logits, T=T)
 
 
@@ -250,10 +260,8 @@ def ofa_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels:
     check_temperature(T)
     check_pair(student_logits, teacher_logits)
     check_reduction(reduction)
-    if not gamma > 0:
-        raise ValueError(f"gamma must be > 0 (1 = plain soft cross-entropy), got {gamma}")
-    if labels.shape != student_logits.shape[:1]:
-        raise ValueError(f"labels must have shape ({student_logits.shape[0]},), got {tuple(labels.shape)}")
+    check_finite_param("gamma (1 = plain soft cross-entropy)", gamma, 0.0, low_open=True)
+    _check_labels(labels, student_logits)
     p_t = F.softmax(teacher_logits.detach() / T, dim=-1)                      # (B, C)
     target = F.one_hot(labels, p_t.shape[-1]).to(p_t)                         # (B, C)
     weight = (p_t + target) ** gamma - target                                 # (B, C)
@@ -275,8 +283,6 @@ def hard_distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.T
     Vision Transformer Training on Long-Tailed Datasets", CVPR 2024, arXiv 2404.02900.
     """
     check_pair(student_logits, teacher_logits)
-    if class_weights is not None and class_weights.shape != student_logits.shape[-1:]:
-        raise ValueError(f"class_weights must have shape ({student_logits.shape[-1]},), "
-                         f"got {tuple(class_weights.shape)}")
+    check_class_weights(class_weights, student_logits.shape[-1])
     return F.cross_entropy(student_logits, teacher_logits.argmax(-1), weight=class_weights)
 

@@ -21,18 +21,21 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cookbook.checks import check_finite_param, check_tensor, check_values
+
 
 def check_scores(name: str, x: Tensor) -> None:
+    check_tensor(name, x)
     if x.ndim not in (1, 2) or x.numel() == 0:
         raise ValueError(f"{name} must be a non-empty (N,) or (B, L) tensor, got {tuple(x.shape)}")
-    if torch.isnan(x).any():
-        raise ValueError(f"NaN in {name}")
+    check_values(name, x, allow_inf=True)  # scores rank: +-inf are valid ranks, NaN is not
 
 
 def valid_mask(scores: Tensor, mask: Tensor | None) -> Tensor:
     """mask as bool of the scores' shape (all True when None); at least one must be True."""
     if mask is None:
         return torch.ones_like(scores, dtype=torch.bool)
+    check_tensor("mask", mask)
     if mask.shape != scores.shape:
         raise ValueError(f"mask {tuple(mask.shape)} must have the scores' shape {tuple(scores.shape)}")
     if not mask.any():
@@ -45,8 +48,7 @@ def top_fraction(scores: Tensor, keep_ratio: float, mask: Tensor | None = None) 
 
     Ties go to the earlier position; masked entries are never kept. (N,) or (B, L) -> same, bool.
     """
-    if not 0.0 < keep_ratio <= 1.0:
-        raise ValueError(f"keep_ratio must be in (0, 1], got {keep_ratio}")
+    check_finite_param("keep_ratio", keep_ratio, 0.0, 1.0, low_open=True)
     check_scores("scores", scores)
     valid = valid_mask(scores, mask)
     rows, valid_rows = scores.reshape(-1, scores.shape[-1]), valid.reshape(-1, scores.shape[-1])
@@ -80,6 +82,7 @@ def adaspec_select(student_loss: Tensor, reference_loss: Tensor, keep_ratio: flo
     Decoders", NeurIPS 2025, arXiv:2510.19779.
     """
     for name, x in (("student_loss", student_loss), ("reference_loss", reference_loss)):
+        check_tensor(name, x)
         if x.ndim != 1:
             raise ValueError(f"{name} must be per-token (N,), got shape {tuple(x.shape)}")
     if student_loss.shape != reference_loss.shape:
@@ -97,6 +100,8 @@ def prompt_attention_scores(attention: Tensor, prompt_mask: Tensor) -> Tensor:
     (query t, key j); ``prompt_mask`` (B, L) bool marks prompt tokens. -> (B, L), each in [0, 1].
     Paper: Qin et al., ssToken, 2025, arXiv:2510.18250.
     """
+    check_tensor("attention", attention)
+    check_tensor("prompt_mask", prompt_mask)
     if attention.ndim == 4:
         attention = attention.mean(1)
     if attention.ndim != 3 or attention.shape[-1] != attention.shape[-2]:
@@ -206,6 +211,9 @@ def ddk_domain_weights(student_domain_loss: Tensor, teacher_domain_loss: Tensor,
     NeurIPS 2024, arXiv:2407.16154 (Eq. 1 and 2).
     """
     losses = (student_domain_loss, teacher_domain_loss)
+    check_tensor("student_domain_loss", student_domain_loss)
+    check_tensor("teacher_domain_loss", teacher_domain_loss)
+    check_tensor("previous", previous, optional=True)
     if any(x.ndim != 1 or x.numel() == 0 for x in losses) or \
             student_domain_loss.shape != teacher_domain_loss.shape:
         raise ValueError(f"student and teacher domain losses must be (N domains,) of equal shape, "

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from cookbook.checks import check_int
+
 
 def _conv_bn(c_in: int, c_out: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
@@ -289,6 +291,8 @@ def patchify(x: torch.Tensor, patch_size: int) -> torch.Tensor:
 
 def random_keep(batch: int, num_patches: int, mask_ratio: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """Indices (B, K) of the visible patches, K = max(1, round(N * (1 - mask_ratio))), per-image random."""
+    check_int("batch", batch, 1)
+    check_int("num_patches", num_patches, 1)
     if not 0.0 < mask_ratio < 1.0:
         raise ValueError(f"mask_ratio must be in (0, 1): 0 masks nothing, 1 leaves nothing visible; got {mask_ratio}")
     k = max(1, round(num_patches * (1 - mask_ratio)))
