@@ -62,6 +62,10 @@ def test_ddp_two_cpu_processes_agree(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "cookbook.recipes.distill_lm", *args, "--out", str(tmp_path)]
     proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    if proc.returncode != 0 and "terminate called without an active exception" in proc.stderr:
+        # gloo on an overloaded 2-core machine has aborted a rank (SIGABRT) about 1 run in 10;
+        # one retry keeps the test about the recipe. Any other failure, or a second abort, fails.
+        proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     assert r0["world_size"] == r1["world_size"] == 2
