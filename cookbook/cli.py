@@ -127,7 +127,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         failures += not ok
         print(f"{'ok  ' if ok else 'FAIL'} {path.stem:32s} {seconds:7.1f} s  {'' if ok else message}")
     summary = results.write_summary()
+    if args.fast:
+        print("\n" + results.FAST_BANNER)
     print("\n" + summary.read_text())
+    if args.fast:
+        full = results.committed_results(p.stem for p in paths)
+        print("Measured results (FULL runs, committed in the notebooks and README.md):\n\n"
+              + (full or "none committed yet for these notebooks\n"))
     return 1 if failures else 0
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from cookbook.config import mode, results_dir
+from cookbook.config import ROOT, mode, results_dir
 from cookbook.utils import device_name, git_commit
 
 
@@ -134,3 +134,21 @@ def write_summary() -> Path:
     path = results_dir() / "SUMMARY.md"
     path.write_text(text)
     return path
+
+
+FAST_BANNER = ("FAST smoke run: tiny subsets and a few steps, to check that every method runs end to end.\n"
+               "Its numbers are NOT results; the measured (FULL) results follow the table.")
+
+
+def committed_results(notebooks: Iterable[str] | None = None) -> str:
+    """The FULL results blocks of README.md for ``notebooks`` (all by default).
+
+    They are copies of the committed notebooks' FULL outputs (``tests/test_readme.py`` keeps them
+    equal), so a FAST run can show the real numbers beside its smoke-test ones.
+    """
+    import re
+
+    blocks = re.findall(r"<!-- results:(\S+) -->\n(.*?)<!-- /results:\1 -->", (ROOT / "README.md").read_text(), re.S)
+    wanted = None if notebooks is None else set(notebooks)
+    return "\n".join(f"## {name} (FULL, committed)\n\n{body.strip()}\n" for name, body in blocks
+                     if wanted is None or name in wanted)

@@ -31,6 +31,8 @@ def test_run_records_results_and_reports_failures(tmp_path, monkeypatch, capsys)
     assert "FAIL 92_bad" in out and "cell 1 failed" in out and "boom" in out
     assert "ok   91_good" in out                                # ... the other still ran
     assert "| 91_good | method | acc | 0.6000 +- 0.1414 (2 seeds) |" in out
+    assert "FAST smoke run" in out and "NOT results" in out          # never read as findings
+    assert "none committed yet for these notebooks" in out
     rows = json.loads((tmp_path / "results" / "91_good.json").read_text())
     assert rows[0]["mode"] == "FAST"
     # FAST runs never overwrite the committed notebook
@@ -160,3 +162,11 @@ def test_bench_kd_loss_as_a_module_gives_one_line(tmp_path):
 def test_unknown_bench_goes_to_stderr(capsys):
     assert cli.main(["bench", "no-such-bench"]) == 2
     assert "unknown benchmark 'no-such-bench'" in _error_line(capsys)
+
+
+def test_committed_results_are_the_readme_blocks():
+    from cookbook import results
+
+    text = results.committed_results(["00_quickstart"])
+    assert text.startswith("## 00_quickstart (FULL, committed)") and "| FULL |" in text
+    assert "01a_vision" not in text and results.committed_results(["no-such"]) == ""
