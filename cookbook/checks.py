@@ -102,10 +102,11 @@ def check_int(name: str, value: object, low: int = 0) -> int:
     return int(value)
 
 
-def check_choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
-    """``value`` must be one of ``allowed``: ValueError listing them."""
+def check_choice(name: str, value: object, allowed) -> str:
+    """Return ``value`` if it is one of ``allowed``, else a ValueError listing them (losses, kernels, loaders)."""
     if not isinstance(value, str) or value not in allowed:
-        raise ValueError(f"unknown {name} {value!r}; choose one of {allowed}")
+        raise ValueError(f"unknown {name} {value!r}; choose one of {tuple(allowed)} (the valid values)")
+    return value
 
 
 def check_temperature(T: float, name: str = "temperature T") -> None:

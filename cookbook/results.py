@@ -140,15 +140,19 @@ FAST_BANNER = ("FAST smoke run: tiny subsets and a few steps, to check that ever
                "Its numbers are NOT results; the measured (FULL) results follow the table.")
 
 
+def readme_blocks() -> list[tuple[str, str]]:
+    """(notebook, markdown) of every ``<!-- results:NB -->`` block in README.md."""
+    import re
+
+    return re.findall(r"<!-- results:(\S+) -->\n(.*?)<!-- /results:\1 -->", (ROOT / "README.md").read_text(), re.S)
+
+
 def committed_results(notebooks: Iterable[str] | None = None) -> str:
     """The FULL results blocks of README.md for ``notebooks`` (all by default).
 
     They are copies of the committed notebooks' FULL outputs (``tests/test_readme.py`` keeps them
     equal), so a FAST run can show the real numbers beside its smoke-test ones.
     """
-    import re
-
-    blocks = re.findall(r"<!-- results:(\S+) -->\n(.*?)<!-- /results:\1 -->", (ROOT / "README.md").read_text(), re.S)
     wanted = None if notebooks is None else set(notebooks)
-    return "\n".join(f"## {name} (FULL, committed)\n\n{body.strip()}\n" for name, body in blocks
+    return "\n".join(f"## {name} (FULL, committed)\n\n{body.strip()}\n" for name, body in readme_blocks()
                      if wanted is None or name in wanted)

@@ -169,8 +169,12 @@ def fit(model: nn.Module, loss_fn: Callable[..., torch.Tensor], data: Sequence[t
 @torch.no_grad()
 def predict(model: nn.Module, X: torch.Tensor, batch_size: int = 1024,
             device: torch.device | None = None) -> torch.Tensor:
-    """Outputs of ``model`` on ``X`` in eval mode, batched, returned on CPU."""
-    dev = device or next(model.parameters()).device
+    """Outputs of ``model`` on ``X`` in eval mode, batched, returned on CPU.
+
+    Runs on ``device``, by default the device of the model's first parameter or buffer (CPU if none).
+    """
+    state = [*model.parameters(), *model.buffers()]
+    dev = device or (state[0].device if state else torch.device("cpu"))
     was_training = model.training
     model.eval()
     out = torch.cat([model(xb.to(dev)).float().cpu() for (xb,) in batches(X, batch_size=batch_size)])

@@ -1,13 +1,10 @@
 """The README must stay true: its results tables are copies of what the committed notebooks show."""
 
-import re
-
 import nbformat
 import pytest
 
-from cookbook.config import NOTEBOOKS, ROOT
-
-BLOCK = re.compile(r"<!-- results:(\S+) -->\n(.*?)<!-- /results:\1 -->", re.S)
+from cookbook.config import NOTEBOOKS
+from cookbook.results import readme_blocks
 
 
 def _outputs_text(nb_path) -> str:
@@ -21,7 +18,7 @@ def _outputs_text(nb_path) -> str:
     return "\n".join(p if isinstance(p, str) else "".join(p) for p in parts)
 
 
-blocks = BLOCK.findall((ROOT / "README.md").read_text())
+blocks = readme_blocks()
 
 
 @pytest.mark.parametrize("notebook, body", blocks, ids=[b[0] for b in blocks])

@@ -68,7 +68,7 @@ __all__ = [
 
 def locate(name: str, online: bool = False) -> Found:
     """Where the data set ``name`` (one of ``DATASETS``) would be loaded from, without loading it."""
-    from cookbook.data._common import check_choice
+    from cookbook.checks import check_choice
 
     check_choice("data set", name, DATASETS)
     if name == "fashion-mnist":

@@ -37,13 +37,6 @@ class Found:
         return f"{self.source} ({self.path})"
 
 
-def check_choice(what: str, value: str, valid) -> str:
-    """Return ``value`` if it is one of ``valid``, else raise a ValueError listing them."""
-    if value not in valid:
-        raise ValueError(f"unknown {what} {value!r}; valid: {', '.join(repr(v) for v in valid)}")
-    return value
-
-
 def user_data(*names: str) -> list[Path]:
     """Candidate paths under ``$COOKBOOK_DATA`` (empty when it is not set)."""
     root = data_dir()

@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cookbook.checks import check_choice
 from cookbook.config import ASSETS, cache_dir
 from cookbook.data._common import (
     Found,
-    check_choice,
     committed,
     find_user_file,
     not_found,

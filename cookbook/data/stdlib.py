@@ -39,8 +39,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from cookbook.checks import check_choice
 from cookbook.config import cache_dir
-from cookbook.data._common import Found, check_choice, unit_hash
+from cookbook.data._common import Found, unit_hash
 
 SPLITS = ("train", "val", "test", "all")
 KINDS = ("code", "doc")

@@ -40,6 +40,7 @@ import torch
 from torch import Tensor
 
 from cookbook.losses.llm import TopKTeacher
+from cookbook.teachers.wrapper import select_output
 from cookbook.utils import weights_fingerprint
 
 FORMAT = "cookbook-topk-v2"
@@ -247,7 +248,7 @@ def teacher_topk_batch(model, ids: Tensor, k: int, T: float = 1.0,
     """One teacher forward: top-k ids (B, L, k), their log-probs (B, L, k) in ``dtype``, and the
     log-prob of the actual next token (B, L), NaN at the last position."""
     out = model(ids)
-    logits = getattr(out, "logits", out)                                      # HF output or tensor
+    logits = select_output(out)                                               # HF output or tensor
     logp = torch.log_softmax(logits.float() / T, dim=-1)                     # (B, L, V)
     top = logp.topk(k, dim=-1)                                                # most likely first
     target = torch.full(ids.shape, float("nan"))

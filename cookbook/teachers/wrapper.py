@@ -31,8 +31,8 @@ _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 def select_output(out, field: str | None = "logits"):
-    """The tensor a teacher returns: ``out`` itself if a tensor, else its ``field`` (ModelOutput or
-    dict), else the first element of a tuple/list. ``field=None`` returns ``out`` unchanged."""
+    """The tensor a teacher returns: ``out`` itself if a tensor, else its ``field`` (ModelOutput, dict
+    or attribute), else the first element of a tuple/list. ``field=None`` returns ``out`` unchanged."""
     if field is None or isinstance(out, torch.Tensor):
         return out
     if isinstance(out, dict) or hasattr(out, "keys"):                 # transformers ModelOutput is a dict
@@ -40,6 +40,8 @@ def select_output(out, field: str | None = "logits"):
             raise ValueError(f"the teacher's output has no field {field!r}; it has {list(out.keys())}: "
                              f"pass Teacher(..., output=<one of them>)")
         return out[field]
+    if hasattr(out, field):                                           # any object carrying the field
+        return getattr(out, field)
     if isinstance(out, (tuple, list)) and out:
         return out[0]
     raise TypeError(f"cannot take {field!r} from a teacher output of type {type(out).__name__}: "
@@ -130,9 +132,7 @@ class Teacher:
         path = cache_dir() / "teacher_outputs" / f"{name}-{self.fingerprint}-{key}-{data_hash}.npy"
         if path.exists():
             return torch.from_numpy(np.load(path, mmap_mode="c"))
-        params = [*self.model.parameters(), *self.model.buffers()]
-        device = params[0].device if params else torch.device("cpu")
-        out = predict(_Selected(self.model, self.output), X, batch_size=batch_size, device=device)
+        out = predict(_Selected(self.model, self.output), X, batch_size=batch_size)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp.npy")
         np.save(tmp, out.numpy())
