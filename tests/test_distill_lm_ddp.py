@@ -112,3 +112,12 @@ def test_a_missing_cache_is_one_line_not_a_traceback(tmp_path):
     assert proc.stderr.strip().splitlines() == [
         f"[distill_lm] --cache: no teacher cache at {tmp_path / 'nonexistent'} (missing manifest.json): "
         "build it with cookbook.teachers.topk_cache.build_topk_cache"]
+
+
+def test_global_token_mean_single_process():
+    loss_sum = torch.tensor(12.0, requires_grad=True)
+    loss, logged = distill_lm.global_token_mean(loss_sum, 4, world=1)
+    assert logged == 3.0 and float(loss) == 3.0
+    loss.backward()
+    assert float(loss_sum.grad) == 0.25  # d(mean)/d(sum) = 1 / n
+

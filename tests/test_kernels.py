@@ -139,6 +139,62 @@ def test_no_grad_and_frozen_inputs():
     assert w.grad is not None and torch.isfinite(w.grad).all()
 
 
+def test_no_grad_computes_no_gradients(monkeypatch):
+    seen = []
+    real = chunked.dense_chunk
+
+    def spy(*a, **kw):
+        seen.append(kw["need_grad"])
+        return real(*a, **kw)
+
+    monkeypatch.setattr(chunked, "dense_chunk", spy)
+    x = make(25, 16, 90)
+    h = x["h"].clone().requires_grad_()
+    with torch.no_grad():
+        loss = fused_linear_distill(h, x["w"], teacher_of(x, "head"), chunk_size=8)
+    assert seen and not any(seen) and not loss.requires_grad  # the loss only, no dL/ds, no dW
+    seen.clear()
+    fused_linear_distill(h, x["w"], teacher_of(x, "head"), chunk_size=8).backward()
+    assert all(seen) and h.grad is not None
+
+
+def test_backward_twice_is_a_clear_error():
+    x = make(9, 8, 30)
+    h = x["h"].clone().requires_grad_()
+    loss = fused_linear_distill(h, x["w"], teacher_of(x, "head"))
+    (2 * loss).backward(retain_graph=True)
+    h1 = x["h"].clone().requires_grad_()
+    fused_linear_distill(h1, x["w"], teacher_of(x, "head")).backward()
+    torch.testing.assert_close(h.grad, 2 * h1.grad)  # grad_output scales in place
+    with pytest.raises(RuntimeError, match="already run"):
+        loss.backward()
+
+
+@pytest.mark.parametrize("kind", ["head", "logits", "topk"])
+def test_autocast_bf16_on_cpu(kind):
+    # the usual training setup: fp32 parameters, forward under bf16 autocast
+    torch.manual_seed(0)
+    body, head = torch.nn.Linear(16, 24), torch.nn.Linear(24, 90, bias=False)
+    x_in = torch.randn(30, 16)
+    x = make(30, 24, 90)
+    teacher = teacher_of(x, kind, k=7)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        h = body(x_in)  # bf16 under autocast
+        loss = fused_linear_distill(h, head.weight, teacher, divergence="jsd", **KW)
+    loss.backward()
+    assert loss.dtype == torch.float32 and head.weight.grad.dtype == torch.float32
+    body2, head2 = (torch.nn.Linear(16, 24), torch.nn.Linear(24, 90, bias=False))
+    body2.load_state_dict(body.state_dict()), head2.load_state_dict(head.state_dict())
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the reference on autocast's bf16 logits
+        ref_t = teacher if not isinstance(teacher, TeacherHead) else \
+            (teacher.hidden @ teacher.head.t()).float()
+        ref = L.distill_loss(head2(body2(x_in)).float(), ref_t, divergence="jsd", **KW)
+    ref.backward()
+    assert rel(loss, ref) < 2e-2
+    assert rel(head.weight.grad, head2.weight.grad) < 3e-2
+    assert rel(body.weight.grad, body2.weight.grad) < 3e-2
+
+
 class _LargestAllocation(TorchDispatchMode):
     def __init__(self):
         super().__init__()
@@ -220,6 +276,20 @@ def test_triton_dense_kernel_matches_torch(triton_kd, divergence, need_grad):
         torch.testing.assert_close(grad, ref_grad, atol=1e-7, rtol=1e-5)
     else:
         assert grad is None
+
+
+@pytest.mark.parametrize("V", [70, 64])
+@pytest.mark.parametrize("t", [0.0, 1.0])
+def test_triton_taid_end_points(triton_kd, t, V):
+    # t = 0 / 1 with V not a multiple of BLOCK_V (masked lanes hold -inf) and a -inf student logit
+    s, z = torch.randn(5, V) * 2, torch.randn(5, V) * 3
+    s[0, 3] = -float("inf")
+    ref_loss, ref_grad = chunked.dense_chunk(s.clone(), z.clone(), divergence="taid", T=2.0, t=t)
+    loss, grad = triton_kd.dense_chunk(s.clone(), z.clone(), divergence="taid", T=2.0, t=t,
+                                       block_v=16)
+    assert torch.isfinite(loss).all() and torch.isfinite(grad).all()
+    torch.testing.assert_close(loss, ref_loss, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(grad, ref_grad, atol=1e-7, rtol=1e-5)
 
 
 @pytest.mark.parametrize("divergence", L.DIVERGENCES)

@@ -10,10 +10,18 @@ and autograd keeps several. Here the tokens are processed in chunks of c rows:
                      dh_c = G W ;  dW += G^T h_c ;  db += sum G   (accumulated in the forward)
 
 so the largest temporaries are a few (c, V) buffers, and the backward pass only rescales the stored
-gradients by the incoming grad_output. No recompute: the FLOPs are those of the naive version.
-Low-precision inputs (bf16/fp16): logits, loss and the dW/db accumulators are fp32 (on CUDA via
-fp32-output GEMMs; on CPU, which lacks them, the heads are upcast once per call); dh and dW are
-returned in the input dtype.
+gradients by the incoming grad_output (in place, without a host sync). No recompute: the FLOPs are
+those of the naive version. Low-precision inputs (bf16/fp16): logits, loss and the dW/db
+accumulators are fp32 (on CUDA via low-precision GEMMs with fp32 accumulation and fp32 output; on
+CPU, which lacks them, the heads are upcast once per call); dh and dW are returned in the input dtype.
+
+Under ``torch.autocast`` the student's hidden states, head and bias are cast to the autocast dtype
+first (what autocast does for a ``linear``), and the kernel runs with autocast off, so its fp32
+accumulators stay fp32; gradients flow back to fp32 parameters in fp32. Under ``torch.no_grad()``
+(or when no input requires a gradient) only the loss is computed: no gradient buffers, no dW GEMM.
+
+For a top-k teacher, ``backend="tile"`` (``cookbook.kernels.topk_tile``) streams the head in tiles
+instead and never writes a (c, V) chunk either.
 """
 
 from __future__ import annotations
@@ -138,8 +146,8 @@ def _validate(student_hidden, student_head, student_bias, teacher, chunk_size, r
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction must be 'mean' or 'sum' for the fused loss, got {reduction!r}"
                          " (per-token values: use cookbook.losses.llm with reduction='none')")
-    if backend not in ("auto", "torch", "triton"):
-        raise ValueError(f"backend must be 'auto', 'torch' or 'triton', got {backend!r}")
+    if backend not in ("auto", "torch", "triton", "tile"):
+        raise ValueError(f"backend must be 'auto', 'torch', 'triton' or 'tile', got {backend!r}")
     if isinstance(teacher, TeacherHead):
         th, tw = teacher.hidden, teacher.head
         check_tensor("teacher hidden", th)
@@ -210,7 +218,10 @@ def _run(h_s, w_s, b_s, teacher, rows, plan: _Plan, need: tuple[bool, bool, bool
             else:
                 dh.index_copy_(0, sel, dh_c)
         if need_dw:
-            dw.addmm_(g.t(), h.float())  # (V, Hs) += (V, c) @ (c, Hs)
+            if w_s.is_cuda and w_s.dtype != torch.float32:  # bf16/fp16 GEMM, fp32 accumulate
+                torch.addmm(dw, g.t().to(w_s.dtype), h, out_dtype=torch.float32, out=dw)
+            else:
+                dw.addmm_(g.t(), h.float())  # (V, Hs) += (V, c) @ (c, Hs)
         if need_db:
             db += g.sum(0)
         del s, g
@@ -233,9 +244,15 @@ class _FusedLinearDistill(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        grads = list(ctx.saved_tensors)
-        if not torch.equal(grad_out, torch.ones_like(grad_out)):
-            grads = [None if x is None else x * grad_out.to(x.dtype) for x in grads]
+        # The gradients were computed in the forward; scale them in place by grad_out (a 0-dim
+        # tensor: no host sync, no second copy of dW). That consumes them, so a second backward
+        # through the same graph (retain_graph=True) cannot be served.
+        if getattr(ctx, "consumed", False):
+            raise RuntimeError("fused_linear_distill: backward was already run for this loss "
+                               "(its gradients are computed in the forward and used once); "
+                               "call the loss again instead of retain_graph=True")
+        ctx.consumed = True
+        grads = [None if x is None else x.mul_(grad_out.to(x.dtype)) for x in ctx.saved_tensors]
         return (*grads, None, None, None, None)
 
 
@@ -270,18 +287,47 @@ def fused_linear_distill(student_hidden: Tensor, student_head: Tensor,
             (indices, logprobs (N, k)) from the teacher cache, or dense teacher logits (N, V).
         chunk_size: tokens per chunk; None picks one from the shapes (``auto_chunk_size``).
         backend: "torch" (any device), "triton" (CUDA; on CPU the Triton interpreter, tiny sizes
-            only) or "auto" (Triton on CUDA when installed, else torch).
+            only), "tile" (top-k teachers only: ``topk_tile``, the head streamed in tiles with an
+            online log-sum-exp and recomputed in the backward; CUDA, or the interpreter on CPU)
+            or "auto" (Triton on CUDA when installed, else torch).
     Shape: -> scalar fp32 loss.
     """
+    dev_type = student_hidden.device.type if isinstance(student_hidden, Tensor) else "cpu"
+    if torch.is_autocast_enabled(dev_type):  # cast as autocast would for a linear, then opt out
+        dt = torch.get_autocast_dtype(dev_type)
+        cast = lambda x: x.to(dt) if isinstance(x, Tensor) and x.is_floating_point() else x
+        student_hidden, student_head, student_bias = map(cast, (student_hidden, student_head,
+                                                                student_bias))
+        if isinstance(teacher, TeacherHead):
+            teacher = TeacherHead(*map(cast, teacher))
+        with torch.autocast(dev_type, enabled=False):
+            return fused_linear_distill(
+                student_hidden, student_head, teacher, student_bias=student_bias,
+                divergence=divergence, T=T, beta=beta, t=t, mask=mask, labels=labels,
+                ignore_index=ignore_index, reduction=reduction, chunk_size=chunk_size,
+                backend=backend)
     _validate(student_hidden, student_head, student_bias, teacher, chunk_size, reduction, backend)
     check_temperature(T)
     check_divergence(divergence, beta, t)
     n, vocab = student_hidden.shape[0], student_head.shape[0]
     if isinstance(teacher, TopKTeacher):
         check_topk(teacher, n, vocab, T)
-    keep = token_mask(n, mask, labels, ignore_index, student_hidden.device, vocab)
-    n_valid = int(keep.sum())
-    rows = None if n_valid == n else keep.nonzero().squeeze(1)  # (n_valid,)
+    if backend == "tile":
+        if not isinstance(teacher, TopKTeacher):
+            raise ValueError("backend='tile' streams the head for a top-k teacher only; use "
+                             "'torch' or 'triton' for a dense teacher")
+        from cookbook.kernels.topk_tile import fused_linear_topk_distill
+
+        return fused_linear_topk_distill(student_hidden, student_head, teacher,
+                                         student_bias=student_bias, divergence=divergence, T=T,
+                                         beta=beta, t=t, mask=mask, labels=labels,
+                                         ignore_index=ignore_index, reduction=reduction)
+    if mask is None and labels is None:  # every token counts: no host sync for the count
+        n_valid, rows = n, None
+    else:  # compacting the counted rows needs their number on the host (one sync)
+        keep = token_mask(n, mask, labels, ignore_index, student_hidden.device, vocab)
+        n_valid = int(keep.sum())
+        rows = None if n_valid == n else keep.nonzero().squeeze(1)  # (n_valid,)
     if backend == "auto":
         backend = "triton" if student_hidden.is_cuda and triton_available() else "torch"
     t_dim = teacher.hidden.shape[1] if isinstance(teacher, TeacherHead) else 0
@@ -296,5 +342,11 @@ def fused_linear_distill(student_hidden: Tensor, student_head: Tensor,
         kind, tensors = "topk", (teacher.indices, teacher.logprobs.detach())
     else:
         kind, tensors = "logits", (teacher.detach(),)
+    grad_inputs = (student_hidden, student_head, student_bias)
+    if not torch.is_grad_enabled() or not any(x is not None and x.requires_grad
+                                              for x in grad_inputs):  # loss only: half the work
+        with torch.no_grad():
+            return _run(student_hidden, student_head, student_bias,
+                        _rebuild_teacher(kind, tensors), rows, plan, (False, False, False))[0]
     return _FusedLinearDistill.apply(student_hidden, student_head, student_bias, tensors, rows,
                                      plan, kind)

@@ -55,6 +55,15 @@ NEG = tl.constexpr(-1e30)  # the floor for log-probabilities of cookbook.losses.
 
 
 @triton.jit
+def _mix(a, b, t):
+    """TAID's (1 - t) a + t b, with the end points taken as they are: at t = 0 or 1 the product
+    with the other side would be 0 * (-inf) = NaN for masked lanes and -inf logits."""
+    m = (1.0 - t) * a + t * b
+    m = tl.where(t == 0.0, a, m)
+    return tl.where(t == 1.0, b, m)
+
+
+@triton.jit
 def _dense_kd_kernel(S, TLOG, LOSS, stride_s, stride_t, V, inv_T, beta, t_mix, grad_scale,
                      DIV: tl.constexpr, NEED_GRAD: tl.constexpr, BLOCK_V: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
@@ -80,7 +89,7 @@ def _dense_kd_kernel(S, TLOG, LOSS, stride_s, stride_t, V, inv_T, beta, t_mix, g
         d_b = d_b * tl.exp(m_b - new_b) + tl.sum(tl.exp(b - new_b), 0)
         m_b = new_b
         if DIV == 3:
-            c = (1.0 - t_mix) * a + t_mix * b
+            c = _mix(a, b, t_mix)
             new_c = tl.maximum(m_c, tl.max(c, 0))
             d_c = d_c * tl.exp(m_c - new_c) + tl.sum(tl.exp(c - new_c), 0)
             m_c = new_c
@@ -119,7 +128,7 @@ def _dense_kd_kernel(S, TLOG, LOSS, stride_s, stride_t, V, inv_T, beta, t_mix, g
             aux += tl.where(msk, kl_q, 0.0)
         else:
             # the reference mixes floored log-probs; for finite logits that equals mix - lse_c
-            lr = tl.maximum(((1.0 - t_mix) * a + t_mix * b) - lse_c, NEG)
+            lr = tl.maximum(_mix(a, b, t_mix) - lse_c, NEG)
             r = tl.exp(lr)
             term = r * (lr - lq)
             if NEED_GRAD:

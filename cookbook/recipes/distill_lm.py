@@ -7,8 +7,11 @@ r"""Distil a small causal LM from a teacher's top-k next-token cache, on one pro
 The student is a tiny decoder-only transformer (``TinyLM``); its last hidden states and its output
 head go through ``cookbook.kernels.fused_linear_distill``, so the (tokens x vocab) logits never exist
 in full. Under ``torchrun`` it trains with DistributedDataParallel (gloo on CPU, nccl on GPU): every
-step each rank takes its share of one global batch, gradients are averaged, and the logged loss is
-the global mean, so a run on N ranks follows the single-process run on the same global batch.
+step each rank takes its share of one global batch and the loss is the mean over every counted
+token of the global batch: each rank sums its tokens' losses, the token count is all-reduced, and
+the rank's loss is scaled by world / global count, so DDP's gradient average equals the gradient of
+the global token mean even when a padding mask leaves the ranks unequal numbers of tokens. A run on
+N ranks follows the single-process run on the same global batch.
 
 Teacher cache: a ``cookbook-topk-v2`` folder (memory-mapped top-k log-probs plus a manifest; see
 ``cookbook.teachers.topk_cache``), e.g. the one notebook 05 builds from SmolLM2-135M.
@@ -72,9 +75,23 @@ class DistillStep(nn.Module):
 
     def forward(self, ids: Tensor, teacher: TopKTeacher, mask: Tensor | None = None,
                 t: float | None = None) -> Tensor:
+        """The **sum** of the counted tokens' losses (the caller divides by the global count)."""
         h = self.student.hidden(ids).flatten(0, 1)  # (B*L, H)
-        return fused_linear_distill(h, self.student.head.weight, teacher, t=t,
+        return fused_linear_distill(h, self.student.head.weight, teacher, t=t, reduction="sum",
                                     mask=None if mask is None else mask.flatten(), **self.loss_kw)
+
+
+def global_token_mean(loss_sum: Tensor, n_tokens: int, world: int) -> tuple[Tensor, float]:
+    """(loss to back-propagate on this rank, the global mean loss for logging).
+
+    With S_r the rank's summed loss and n_r its counted tokens, the target is sum_r S_r / sum_r n_r.
+    DDP averages gradients over ranks, so each rank back-propagates S_r * world / sum_r n_r.
+    """
+    count = torch.tensor([float(n_tokens), float(loss_sum.detach())], dtype=torch.float64)
+    if world > 1:
+        dist.all_reduce(count)
+    n_global, s_global = float(count[0]), float(count[1])
+    return loss_sum * (world / n_global), s_global / n_global
 
 
 # ----------------------------------------------------------------------------- data
@@ -113,15 +130,6 @@ def _setup_distributed(device_arg: str | None) -> tuple[int, int, torch.device]:
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if use_cuda else "gloo")
     return rank, world, device
-
-
-def _global_mean(x: Tensor, world: int) -> float:
-    x = x.detach()
-    if world > 1:
-        x = x.clone()
-        dist.all_reduce(x)
-        x /= world
-    return float(x)
 
 
 def _param_spread(params: list[Tensor], world: int) -> tuple[float, float]:
@@ -180,12 +188,14 @@ def train(args: argparse.Namespace) -> dict:
             mask = cache.get("mask", rows_np)
             mask = None if mask is None else mask.to(device)
         t = schedule.t if schedule else None
-        loss = model(ids, teacher_k, mask, t)
+        loss_sum = model(ids, teacher_k, mask, t)
+        n_local = ids.numel() if mask is None else int(mask.sum())
+        loss, global_loss = global_token_mean(loss_sum, n_local, world)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        local_losses.append(float(loss.detach()))
-        losses.append(_global_mean(loss, world))
+        local_losses.append(float(loss_sum.detach()) / n_local)
+        losses.append(global_loss)
         if schedule:
             ts.append(t)
             schedule.update(losses[-1])
