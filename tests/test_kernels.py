@@ -375,6 +375,28 @@ def test_triton_on_gpu(divergence, kind, dtype):
     assert_parity(got, reference(x, teacher, divergence, **KW), max(TOL[dtype], 1e-4))
 
 
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("divergence", L.DIVERGENCES)
+def test_tile_kernel_on_gpu(divergence, dtype):
+    x = make(*ODD, device="cuda", dtype=dtype)
+    teacher = teacher_of(x, "topk")
+    got = fused(x, teacher, divergence, backend="tile", mask=x["mask"], **KW)
+    ref = reference(x, teacher, divergence, mask=x["mask"], **KW)
+    assert_parity(got, ref, max(TOL[dtype], 1e-4))  # tl.dot may use TF32 for fp32 inputs
+
+
+@needs_cuda
+def test_autocast_bf16_on_gpu():
+    x = make(*ODD, device="cuda")
+    h, w = x["h"].clone().requires_grad_(), x["w"].clone().requires_grad_()
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        loss = fused_linear_distill(h, w, teacher_of(x, "head"), divergence="jsd", **KW)
+    loss.backward()
+    ref = reference(x, teacher_of(x, "head"), "jsd", **KW)
+    assert w.grad.dtype == torch.float32 and rel(loss, ref[0]) < 2e-2 and rel(w.grad, ref[2]) < 3e-2
+
+
 # ----------------------------------------------------------------------------- bad input
 
 
