@@ -87,6 +87,32 @@ def soft_targets(probs: Mapping[str, Sequence[float]], class_names: Sequence[str
     return ax
 
 
+def plot_chunk_budget(rows: Sequence[Mapping], *, title: str = "", axes=None):
+    """Peak / M_min and time / naive of ``ours`` against its chunk budget (the (c, V) workspace as
+    a fraction of the floor), one line per (shape, N), from ``cookbook bench kd-loss --budgets``."""
+    if axes is None:
+        axes = plt.subplots(1, 2, figsize=(10, 3.6))[1]
+    ok = [r for r in rows if r.get("status") == "ok" and str(r["method"]).startswith("ours")
+          and r.get("budget") not in (None, "") and "-" not in str(r["method"])]
+    for i, key_ in enumerate(sorted({(r["shape"], int(r["N"])) for r in ok})):
+        pts = sorted((float(r["budget"]), float(r["peak_over_floor"]), r.get("time_over_naive"))
+                     for r in ok if (r["shape"], int(r["N"])) == key_)
+        b, peak, t = zip(*pts)
+        axes[0].plot(b, peak, marker="o", color=f"C{i}", label=f"{key_[0]} N={key_[1]}")
+        if all(x not in (None, "") for x in t):
+            axes[1].plot(b, [float(x) for x in t], marker="o", color=f"C{i}")
+    axes[0].plot([0.0, max((float(r["budget"]) for r in ok), default=1.0)],
+                 [1.0, 1.0 + max((float(r["budget"]) for r in ok), default=1.0)],
+                 color="grey", ls=":", lw=1, label="1 + budget")
+    axes[0].axhline(1.0, color="grey", ls="-", lw=0.5)
+    axes[1].axhline(1.0, color="grey", ls=":", lw=1)
+    axes[0].set(xlabel="chunk budget (workspace / M_min)", ylabel="peak / M_min")
+    axes[1].set(xlabel="chunk budget (workspace / M_min)", ylabel="time / naive")
+    axes[0].legend(fontsize=7)
+    axes[0].figure.suptitle(title or "ours: memory and time against the chunk budget")
+    return axes
+
+
 def plot_benchmark(rows: Sequence[Mapping], *, title: str = "", axes=None):
     """Peak memory / M_min and time / naive against tokens N, one line per (shape, method), from
     the rows of ``cookbook bench kd-loss`` (its CSV via ``cookbook.bench.kd_loss.load_csv``).

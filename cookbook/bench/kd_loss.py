@@ -2,13 +2,26 @@ r"""``cookbook bench kd-loss``: peak memory and time of head + distillation loss
 
 For each shape (H, V) and token count N it measures one forward + backward of
 
-- ``naive``      full logits: ``distill_loss(h @ W.T, ht @ Wt.T)`` then ``.backward()``;
+- ``naive``      what a user writes: full logits and the idiomatic torch loss, e.g. forward KL as
+                 ``F.kl_div(log_softmax(s), log_softmax(t), log_target=True, reduction="batchmean")``;
+- ``reference``  ``cookbook.losses.llm.distill_loss`` on full logits: the didactic reference, which
+                 keeps more (N, V) buffers than ``naive`` (floors, masks);
 - ``recompute``  chunk-and-recompute, as recent trainers do (TRL's chunked JSD): per chunk of 256
                  tokens both projections and the loss run inside ``torch.utils.checkpoint``, so
                  backward recomputes them;
-- ``ours``       ``fused_linear_distill`` (torch path; ``ours-triton`` on CUDA);
-- ``liger``      Liger-Kernel's ``LigerFusedLinearJSD`` when it is installed and a GPU is present
-                 (JSD only).
+- ``ours``       ``fused_linear_distill`` (torch path), once per chunk budget in ``--budgets``
+                 (the (c, V) workspace as a fraction of the floor, ``auto_chunk_size``);
+- ``ours-triton`` the same with the Triton kernel (CUDA);
+- ``ours-tile``  the top-k tile kernel (``topk_tile``, CUDA) against the teacher's top-64;
+- ``liger``      Liger-Kernel's Triton ``LigerFusedLinearJSD`` (CUDA; JSD only);
+- ``liger-chunked`` Liger-Kernel's torch ``LigerFusedLinearJSDLoss`` (chunked_loss; runs on CPU,
+                 uncompiled: ``torch.compile`` took 30 s to compile on this CPU; JSD only, with its
+                 hard-label weight set to 0);
+- ``cce``        Cut Cross-Entropy's ``linear_cross_entropy`` (CUDA): plain cross-entropy on the
+                 teacher's argmax, not distillation: the floor a one-hot target reaches.
+
+Liger and CCE come with ``pip install 'distill-cookbook[bench]'``; a method that cannot run here is
+a row with its reason ("not measured"), never an estimate.
 
 and compares each peak with the physical floor of one training step (notes/anchors-numbers.md):
 
@@ -53,12 +66,15 @@ SHAPES = {  # name: (H, V); student and teacher share H
     "llama3": (2048, 128256),  # Llama-3.2-1B-sized head, Llama-3 vocabulary
     "tiny": (64, 2048),  # the smoke test
 }
-METHODS = ("naive", "recompute", "ours", "ours-triton", "liger")
+METHODS = ("naive", "reference", "recompute", "ours", "ours-triton", "ours-tile", "liger",
+           "liger-chunked", "cce")
+DEFAULT_BUDGET = 0.3  # auto_chunk_size's default
+TILE_K = 64  # top-k kept for ours-tile
 RECOMPUTE_CHUNK = 256  # TRL's _CHUNKED_LM_HEAD_CHUNK_SIZE
 NAIVE_NV_BUFFERS = 8  # analytic guess for naive's (N, V) fp32 buffers before any measurement
 PREDICTION_MARGIN = 1.25  # a one-point prediction fell 15% short (Llama-3 naive, N=4096)
 FIELDS = ["device", "date", "commit", "torch", "threads", "shape", "H", "V", "N", "method",
-          "divergence", "status", "reason", "time_s", "peak_mib", "floor_mib", "peak_over_floor",
+          "divergence", "budget", "status", "reason", "time_s", "peak_mib", "floor_mib", "peak_over_floor",
           "time_over_naive", "naive_time", "chunk", "loss"]
 
 
@@ -92,12 +108,33 @@ def _release_and_reset() -> int:
     return _status()["VmRSS"]
 
 
-def _step(method: str, n: int, hidden: int, vocab: int, divergence: str, device: str, seed: int):
+def idiomatic_loss(s, t, divergence: str, beta: float = 0.5, tau: float = 0.5):
+    """The loss a user would write on full logits s, t (N, V): ``F.kl_div`` forms, batch mean."""
+    import math
+
+    import torch
+    import torch.nn.functional as F
+
+    lq, lp = F.log_softmax(s, -1), F.log_softmax(t, -1)
+    kl = lambda inp, target: F.kl_div(inp, target, log_target=True, reduction="batchmean")
+    if divergence == "forward_kl":
+        return kl(lq, lp)  # KL(p || q)
+    if divergence == "reverse_kl":
+        return kl(lp, lq)  # KL(q || p)
+    if divergence == "jsd":
+        lm = torch.logaddexp(lp + math.log(beta), lq + math.log(1 - beta))
+        return beta * kl(lm, lp) + (1 - beta) * kl(lm, lq)
+    lr = F.log_softmax((1 - tau) * lq.detach() + tau * lp, -1)  # TAID's target
+    return kl(lq, lr)
+
+
+def _step(method: str, n: int, hidden: int, vocab: int, divergence: str, device: str, seed: int,
+          budget: float = DEFAULT_BUDGET):
     """Allocate the inputs, run one forward + backward, return (loss, chunk, seconds)."""
     import torch
 
     from cookbook.kernels.fused import TeacherHead, auto_chunk_size, fused_linear_distill
-    from cookbook.losses.llm import distill_loss
+    from cookbook.losses.llm import TopKTeacher, distill_loss
 
     g = torch.Generator().manual_seed(seed)
     h = torch.randn(n, hidden, generator=g).to(device).requires_grad_()  # (N, H)
@@ -106,14 +143,24 @@ def _step(method: str, n: int, hidden: int, vocab: int, divergence: str, device:
     wt = (torch.randn(vocab, hidden, generator=g) * (2 / hidden**0.5)).to(device)  # (V, H)
     kw = dict(divergence=divergence, beta=0.5, t=0.5)
     chunk = ""
+    if method in ("ours-tile", "cce"):  # their targets, built chunk by chunk before the clock
+        with torch.no_grad():
+            z = [ht[i:i + 256] @ wt.t() for i in range(0, n, 256)]
+            topk = TopKTeacher(*map(torch.cat, zip(*(
+                TopKTeacher.from_logits(c, TILE_K)[:2] for c in z))))
+            labels = torch.cat([c.argmax(-1) for c in z])
+            del z
+        if device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
     if device == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
-    if method == "naive":
+    if method in ("naive", "reference"):
         s = h @ w.t()  # (N, V)
         with torch.no_grad():
             tl = ht @ wt.t()  # (N, V)
-        loss = distill_loss(s, tl, **kw)
+        loss = idiomatic_loss(s, tl, divergence, 0.5, 0.5) if method == "naive" else \
+            distill_loss(s, tl, **kw)
     elif method == "recompute":
         from torch.utils.checkpoint import checkpoint
 
@@ -127,12 +174,25 @@ def _step(method: str, n: int, hidden: int, vocab: int, divergence: str, device:
         chunk = RECOMPUTE_CHUNK
     elif method in ("ours", "ours-triton"):
         backend = "triton" if method == "ours-triton" else "torch"
-        chunk = auto_chunk_size(n, vocab, hidden, hidden, divergence=divergence)
-        loss = fused_linear_distill(h, w, TeacherHead(ht, wt), backend=backend, **kw)
-    else:  # liger: untested here (no GPU was lent when this was written)
+        chunk = auto_chunk_size(n, vocab, hidden, hidden, divergence=divergence, budget=budget)
+        loss = fused_linear_distill(h, w, TeacherHead(ht, wt), backend=backend, chunk_size=chunk,
+                                    **kw)
+    elif method == "ours-tile":
+        loss = fused_linear_distill(h, w, topk, backend="tile", **kw)
+    elif method == "liger":  # untested here (no GPU was lent when this was written)
         from liger_kernel.transformers import LigerFusedLinearJSD
 
-        loss = LigerFusedLinearJSD(jsd_beta=0.5)(h, w, ht, wt)
+        loss = LigerFusedLinearJSD(jsd_beta=0.5)(h, w, ht, wt, None)
+    elif method == "liger-chunked":
+        from liger_kernel.chunked_loss import LigerFusedLinearJSDLoss
+
+        fn = LigerFusedLinearJSDLoss(weight_hard_loss=0.0, weight_soft_loss=1.0, beta=0.5,
+                                     compiled=device == "cuda")
+        loss = fn(h, w, ht, wt, torch.zeros(n, dtype=torch.long, device=device))
+    else:  # cce: untested here (needs CUDA)
+        from cut_cross_entropy import linear_cross_entropy
+
+        loss = linear_cross_entropy(h, w, labels)
     loss.backward()
     if device == "cuda":
         torch.cuda.synchronize()
@@ -153,7 +213,8 @@ def worker(spec: dict) -> dict:
     else:
         base = _release_and_reset()
     loss, chunk, secs = _step(spec["method"], spec["N"], spec["H"], spec["V"],
-                              spec["divergence"], device, spec["seed"])
+                              spec["divergence"], device, spec["seed"],
+                              spec.get("budget", DEFAULT_BUDGET))
     peak = (torch.cuda.max_memory_allocated() if device == "cuda" else _status()["VmHWM"]) - base
     return {"loss": loss, "chunk": chunk, "time_s": secs, "peak_bytes": peak}
 
@@ -198,7 +259,7 @@ def _predict_peak(method, shape, n, vocab, floor, done) -> tuple[int, str]:
     if len(pts) == 1:
         n1, p1 = pts[0]
         return int(floor + (p1 - floor) * n / n1), f"scaled from N={n1}"
-    if method in ("naive",):
+    if method in ("naive", "reference"):
         return int(floor + NAIVE_NV_BUFFERS * 4 * n * vocab), "analytic estimate"
     return int(1.5 * floor), "analytic estimate"
 
@@ -206,20 +267,18 @@ def _predict_peak(method, shape, n, vocab, floor, done) -> tuple[int, str]:
 def _unavailable(method: str, device: str, divergence: str) -> str | None:
     import importlib.util
 
-    if method == "ours-triton" and device != "cuda":
-        return "no CUDA (the Triton interpreter is for correctness tests only)"
-    if method == "liger":
-        if device != "cuda":
-            return "no CUDA (Liger-Kernel's fused JSD is a GPU kernel)"
-        if importlib.util.find_spec("liger_kernel") is None:
-            return "liger-kernel not installed"
-        if divergence != "jsd":
-            return "Liger's fused linear loss is JSD: run with --divergence jsd"
-    if method == "ours-triton":
-        from cookbook.kernels.fused import triton_available
-
-        if not triton_available():
-            return "triton not installed"
+    cuda_only = {"ours-triton": "the Triton interpreter is for correctness tests only",
+                 "ours-tile": "the Triton interpreter is for correctness tests only",
+                 "liger": "Liger-Kernel's fused JSD is a Triton GPU kernel",
+                 "cce": "Cut Cross-Entropy's kernels need CUDA"}
+    if method in cuda_only and device != "cuda":
+        return f"no CUDA ({cuda_only[method]}): not measured"
+    package = {"liger": "liger_kernel", "liger-chunked": "liger_kernel",
+               "cce": "cut_cross_entropy", "ours-triton": "triton", "ours-tile": "triton"}
+    if method in package and importlib.util.find_spec(package[method]) is None:
+        return f"{package[method]} not installed (pip install 'distill-cookbook[bench]')"
+    if method.startswith("liger") and divergence != "jsd":
+        return "Liger's fused linear distillation loss is JSD: run with --divergence jsd"
     return None
 
 
@@ -234,8 +293,12 @@ def _run_one(spec: dict) -> dict:
     return json.loads(lines[-1])
 
 
-def run(shapes, ns, methods, divergence, threads, max_bytes, device, seed=0, log=print):
-    """Measure every (shape, N, method); return rows for the CSV (skips included)."""
+def run(shapes, ns, methods, divergence, threads, max_bytes, device, seed=0, log=print,
+        budgets=(DEFAULT_BUDGET,)):
+    """Measure every (shape, N, method); return rows for the CSV (skips included).
+
+    ``ours`` runs once per chunk budget in ``budgets`` (row label ``ours@0.1`` unless the budget
+    is the default)."""
     meta = {"device": _device_name(device), "date": _dt.datetime.now().isoformat(timespec="seconds"),
             "commit": _commit(), "torch": _torch_version(), "threads": threads}
     rows, done = [], []
@@ -245,18 +308,22 @@ def run(shapes, ns, methods, divergence, threads, max_bytes, device, seed=0, log
             floor = physical_floor_bytes(n, hidden, vocab)
             log(f"\n{shape} H={hidden} V={vocab} N={n}: M_min = {floor / 2**20:,.0f} MiB")
             naive_time = None
-            for method in methods:
+            plan = [(m, b) for m in methods for b in (budgets if m == "ours" else ("",))]
+            for base_method, budget in plan:
+                method = base_method if budget in ("", DEFAULT_BUDGET) else f"ours@{budget:g}"
                 row = dict(meta, shape=shape, H=hidden, V=vocab, N=n, method=method,
-                           divergence=divergence, floor_mib=round(floor / 2**20, 1))
-                reason = _unavailable(method, device, divergence)
+                           divergence=divergence, budget=budget,
+                           floor_mib=round(floor / 2**20, 1))
+                reason = _unavailable(base_method, device, divergence)
                 need, how = _predict_peak(method, shape, n, vocab, floor, done)
                 limit = min(max_bytes, int(0.9 * _mem_available())) if device == "cpu" else max_bytes
                 if reason is None and PREDICTION_MARGIN * need > limit:
                     reason = (f"would need ~{need / 2**30:.1f} GiB ({how}); limit "
                               f"{limit / 2**30:.1f} GiB")
                 if reason is None:
-                    res = _run_one(dict(method=method, N=n, H=hidden, V=vocab, seed=seed,
-                                        divergence=divergence, threads=threads, device=device))
+                    res = _run_one(dict(method=base_method, N=n, H=hidden, V=vocab, seed=seed,
+                                        divergence=divergence, threads=threads, device=device,
+                                        budget=budget or DEFAULT_BUDGET))
                     reason = res.get("error")
                 if reason is not None:
                     rows.append(dict(row, status="skipped", reason=reason))
@@ -324,7 +391,7 @@ def write_csv(rows, path: Path) -> None:
 def load_csv(path: str | Path) -> list[dict]:
     """Rows of a benchmark CSV written by ``main``, numbers converted back (blank stays "")."""
     ints, floats = ("threads", "H", "V", "N"), ("time_s", "peak_mib", "floor_mib",
-                                                "peak_over_floor", "time_over_naive")
+                                                "peak_over_floor", "time_over_naive", "budget")
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     for r in rows:
@@ -345,6 +412,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--divergence", default="forward_kl",
                    choices=["forward_kl", "reverse_kl", "jsd", "taid"])
+    p.add_argument("--budgets", type=comma_list(positive_float), default=[DEFAULT_BUDGET],
+                   help="chunk budgets for 'ours' (workspace / floor), e.g. 0.05,0.1,0.3,1")
     p.add_argument("--threads", type=positive_int, default=min(2, os.cpu_count() or 1))
     p.add_argument("--max-gb", type=positive_float, default=None,
                    help="skip runs predicted above this (default: 85%% of available memory)")
@@ -367,7 +436,8 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         p.error(f"unknown method/shape {bad}; methods {METHODS}, shapes {sorted(SHAPES)}")
     max_bytes = int(args.max_gb * 2**30) if args.max_gb else int(0.85 * _mem_available())
-    rows = run(shapes, ns, methods, args.divergence, args.threads, max_bytes, device)
+    rows = run(shapes, ns, methods, args.divergence, args.threads, max_bytes, device,
+               budgets=args.budgets)
     print_table(rows)
     out = Path(args.out) if args.out else \
         ROOT / "benchmarks" / f"kd_loss_{device}.csv"
