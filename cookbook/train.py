@@ -61,12 +61,18 @@ class History:
 
 def make_optimizer(params: Sequence[nn.Parameter], optimizer: str, lr: float,
                    weight_decay: float) -> torch.optim.Optimizer:
-    """"adamw" (decoupled weight decay) or "sgd" (momentum 0.9, nesterov, L2 weight decay)."""
+    """"adamw" (decoupled weight decay), "adam" (L2 weight decay added to the gradient, as the
+    GLNN / FF-G2M / VQGraph code uses it) or "sgd" (momentum 0.9, nesterov, L2 weight decay).
+
+    The two Adam flavours differ a lot at the same number: AdamW shrinks weights by lr * wd per
+    step, Adam's L2 term is rescaled by the adaptive denominator, so 5e-4 is far stronger there."""
     if optimizer == "adamw":
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    if optimizer == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     if optimizer == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
-    raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {optimizer!r}")
+    raise ValueError(f"optimizer must be 'adamw', 'adam' or 'sgd', got {optimizer!r}")
 
 
 def lr_factor(step: int, total: int, *, schedule: str = "cosine", warmup: int = 0) -> float:
@@ -124,7 +130,7 @@ def fit(model: nn.Module, loss_fn: Callable[..., torch.Tensor], data: Sequence[t
         are moved to ``device`` as they are drawn. Data order depends only on ``seed``.
     eval_fn: called after every epoch in eval mode; returns named metrics for the History.
     keep_best: a metric name from ``eval_fn``: restore the weights of the epoch where it was highest.
-    optimizer: "adamw" or "sgd" (momentum 0.9, nesterov). schedule: "cosine" (per step) or "constant".
+    optimizer: "adamw", "adam" (L2) or "sgd" (momentum 0.9, nesterov). schedule: "cosine" (per step) or "constant".
     progress: tqdm bar over steps; default on in FULL mode, off in FAST mode.
     """
     if epochs < 0:

@@ -138,3 +138,19 @@ def test_cnn_tokens_module_is_cnn_tokens_of_the_stage():
         assert CNNTokens(cnn, grid=4, stages=2)(x).shape == (2, 16, 16)
     with pytest.raises(ValueError, match="stages"):
         CNNTokens(cnn, stages=4)
+
+
+def test_adam_is_l2_and_adamw_is_decoupled():
+    # one step from w = 1 with zero loss gradient: AdamW shrinks by lr * wd; Adam's L2 gradient
+    # wd * w is normalised by its own magnitude, so the first step is a full lr
+    from cookbook.train import make_optimizer
+
+    steps = {}
+    for name in ("adam", "adamw"):
+        w = torch.nn.Parameter(torch.ones(1))
+        opt = make_optimizer([w], name, lr=0.1, weight_decay=5e-4)
+        w.grad = torch.zeros(1)
+        opt.step()
+        steps[name] = 1.0 - w.item()
+    assert abs(steps["adamw"] - 0.1 * 5e-4) < 1e-7  # fp32
+    assert abs(steps["adam"] - 0.1) < 1e-4
