@@ -248,10 +248,19 @@ def _mem_available() -> int:
     return int(re.search(r"MemAvailable:\s+(\d+) kB", text).group(1)) * 1024
 
 
-def _predict_peak(method, shape, n, vocab, floor, done) -> tuple[int, str]:
-    """Bytes a run would need: linear in N through the measured runs, else an analytic guess."""
+CHUNKED = ("recompute", "ours", "ours-triton", "ours-tile", "liger", "liger-chunked", "cce")
+
+
+def _predict_peak(method, shape, n, vocab, floor, done, hidden=None) -> tuple[int, str]:
+    """Bytes a run would need: linear in N through the measured runs, else an analytic guess.
+
+    A chunked method's workspace does not grow with N: from one measured point only its inputs
+    (the floor's N terms) are scaled, not the whole excess over the floor."""
     pts = sorted((r["N"], r["peak_bytes"]) for r in done
                  if r["method"] == method and r["shape"] == shape and r.get("peak_bytes"))
+    if len(pts) == 1 and hidden is not None and method.split("@")[0] in CHUNKED:
+        n1, p1 = pts[0]
+        return int(p1 + floor - physical_floor_bytes(n1, hidden, vocab)), f"from N={n1} (chunked)"
     if len(pts) >= 2:
         (n0, p0), (n1, p1) = pts[-2], pts[-1]
         slope = (p1 - p0) / (n1 - n0)
@@ -315,7 +324,7 @@ def run(shapes, ns, methods, divergence, threads, max_bytes, device, seed=0, log
                            divergence=divergence, budget=budget,
                            floor_mib=round(floor / 2**20, 1))
                 reason = _unavailable(base_method, device, divergence)
-                need, how = _predict_peak(method, shape, n, vocab, floor, done)
+                need, how = _predict_peak(method, shape, n, vocab, floor, done, hidden)
                 limit = min(max_bytes, int(0.9 * _mem_available())) if device == "cpu" else max_bytes
                 if reason is None and PREDICTION_MARGIN * need > limit:
                     reason = (f"would need ~{need / 2**30:.1f} GiB ({how}); limit "
