@@ -285,6 +285,24 @@ def test_dho_loss_and_dual_head_probs():
         dho_loss(ce_l, y[:3], kd_l, t[3:], lam=-0.1)
 
 
+def test_dho_loss_is_the_official_whole_loss():
+    # erjui/DHO train_others.py: 0.5 * CE + 0.5 * (KD on labelled + KD on unlabelled), T = 2
+    s, t, y = _batch(b=8)
+    ce_l, kd_l, kd_u = s[:3], s[:3] * 0.5 + 1, s[3:]
+    T = 2.0
+    kl = lambda a, b: F.kl_div(F.log_softmax(a / T, 1), F.softmax(b / T, 1), reduction="batchmean") * T * T
+    want = 0.5 * F.cross_entropy(ce_l, y[:3]) + 0.5 * (kl(kd_l, t[:3]) + kl(kd_u, t[3:]))
+    got = dho_loss(ce_l, y[:3], kd_u, t[3:], kd_logits_labelled=kd_l, teacher_logits_labelled=t[:3])
+    assert torch.allclose(got, want, atol=1e-6)
+    x = kd_l.clone().requires_grad_()
+    dho_loss(ce_l, y[:3], kd_u, t[3:], kd_logits_labelled=x, teacher_logits_labelled=t[:3]).backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0  # the labelled KD term reaches the KD head
+    with pytest.raises(ValueError, match="both"):
+        dho_loss(ce_l, y[:3], kd_u, t[3:], kd_logits_labelled=kd_l)
+    with pytest.raises(ValueError, match="labelled images"):
+        dho_loss(ce_l, y[:3], kd_u, t[3:], kd_logits_labelled=kd_u, teacher_logits_labelled=t[3:])
+
+
 def test_ofa_hand_computed_value():
     # teacher probabilities (0.5, 0.25, 0.25), student uniform, label 0, gamma 2:
     # target weight (1.5^2 - 1) = 1.25, non-target weights 0.25^2 = 0.0625; each times log 3.

@@ -210,15 +210,23 @@ def meal_v2_loss(student_logits: torch.Tensor, target_probs: torch.Tensor, discr
 
 
 def dho_loss(ce_logits: torch.Tensor, labels: torch.Tensor, kd_logits: torch.Tensor, teacher_logits: torch.Tensor,
-             *, T: float = 2.0, lam: float = 0.5) -> torch.Tensor:
+             *, kd_logits_labelled: torch.Tensor | None = None,
+             teacher_logits_labelled: torch.Tensor | None = None,
+             T: float = 2.0, lam: float = 0.5) -> torch.Tensor:
     """Dual-Head Optimization training loss: CE on one head, KD on the other, shared features.
 
-        L = lam * CE(h_ce(x_l), y)  +  (1 - lam) * T^2 KL(p_T(t) || p_T(h_kd(x)))
+        L = lam * CE(h_ce(x_l), y)  +  (1 - lam) * [ T^2 KL(p_T(t(x_u)) || p_T(h_kd(x_u)))
+                                                   + T^2 KL(p_T(t(x_l)) || p_T(h_kd(x_l))) ]
+
+    The whole loss of the official code (erjui/DHO ``train_others.py``: ``0.5 * ce_loss + 0.5 *
+    (distill_loss_labeled + distill_loss_unlabeled)``, T = 2) when ``kd_logits_labelled`` and
+    ``teacher_logits_labelled`` (the KD head and the teacher on the labelled images) are given;
+    without them, the labelled KD term is dropped (an ablation).
 
     ce_logits: (B_l, C) from the CE head on labelled images, labels: (B_l,).
-    kd_logits, teacher_logits: (B, C) from the KD head and the teacher on every image of the step
-    (labelled and unlabelled together). Because each head sees only one signal, the two gradients
-    never fight inside a head; they meet only in the shared feature extractor.
+    kd_logits, teacher_logits: (B, C) from the KD head and the teacher on the step's unlabelled
+    (or all) images. Because each head sees only one signal, the two gradients never fight inside
+    a head; they meet only in the shared feature extractor.
 
     Paper: Kang, Lee, Jang, Hwang, "Simple Semi-supervised Knowledge Distillation from Vision-Language
     Models via Dual-Head Optimization", 2025, arXiv 2505.07675.
@@ -226,7 +234,15 @@ def dho_loss(ce_logits: torch.Tensor, labels: torch.Tensor, kd_logits: torch.Ten
     check_unit_interval(lam, "lam")
     _check_labels(labels, ce_logits)
     check_values("ce_logits", ce_logits)
-    return lam * F.cross_entropy(ce_logits, labels) + (1 - lam) * kd_loss(kd_logits, teacher_logits, T=T)
+    if (kd_logits_labelled is None) != (teacher_logits_labelled is None):
+        raise ValueError("give both kd_logits_labelled and teacher_logits_labelled, or neither")
+    loss = lam * F.cross_entropy(ce_logits, labels) + (1 - lam) * kd_loss(kd_logits, teacher_logits, T=T)
+    if kd_logits_labelled is not None:
+        if kd_logits_labelled.shape[0] != ce_logits.shape[0]:
+            raise ValueError(f"kd_logits_labelled must cover the {ce_logits.shape[0]} labelled images, "
+                             f"got {tuple(kd_logits_labelled.shape)}")
+        loss = loss + (1 - lam) * kd_loss(kd_logits_labelled, teacher_logits_labelled, T=T)
+    return loss
 
 
 def dual_head_probs(ce_logits: torch.Tensor, kd_logits: torch.Tensor, *, alpha: float, beta: float = 1.0) -> torch.Tensor:
