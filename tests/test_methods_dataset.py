@@ -1,5 +1,7 @@
 """Dataset-distillation synthesis loops, DSA, the ConvNet and the evaluation protocol (notebook 03a)."""
 
+import json
+
 import pytest
 import torch
 
@@ -189,3 +191,30 @@ def test_measure_reports_time_and_memory():
         big = torch.ones(2_000_000)
         big.add_(1)
     assert m["seconds"] > 0 and m["peak_mb"] >= 0
+
+
+def test_committed_expert_trajectories_are_in_the_manifest_and_match_the_notebook_config():
+    from safetensors import safe_open
+
+    from cookbook import assets
+
+    manifest = assets.read_manifest()
+    for kind, cfg in dd.NOTEBOOK_EXPERTS.items():
+        rel = dd.EXPERT_ASSETS.format(kind=kind)
+        path = assets.asset(rel)                              # present, listed and sha256-checked
+        assert manifest[rel][1] == path.stat().st_size <= 8 * 2**20
+        with safe_open(str(path), "pt") as f:
+            meta, shape = f.metadata(), f.get_slice("trajectories").get_shape()
+        assert shape == [cfg.num_experts, cfg.epochs + 1, flat_params(ConvNet(width=cfg.width)).numel()]
+        stored = json.loads(meta["config"])                  # the plain file predates the unused gp_batch field
+        assert stored == {k: v for k, v in cfg.__dict__.items() if k in stored}
+        assert set(cfg.__dict__) - set(stored) <= ({"gp_batch"} if not cfg.smooth else set())
+
+
+def test_load_pool_refuses_more_than_the_subset_holds(monkeypatch):
+    from cookbook.data import images
+
+    found = images.Found("assets subset", images.ASSETS / images.FASHION_SUBSET_ASSET)
+    monkeypatch.setattr(images, "locate_fashion_mnist", lambda online=False: found)
+    with pytest.raises(FileNotFoundError, match="make data"):
+        dd.load_pool(n=10_000)

@@ -454,9 +454,13 @@ def load_pool(n: int = 10_000, n_test: int = 2_000, seed: int = 0) -> dict[str, 
     """The real data of notebook 03a: a class-balanced pool of ``n`` Fashion-MNIST training images
     (what every method distils from), the 5,000 validation images and ``n_test`` class-balanced
     test images, all normalised (N, 1, 28, 28), with their labels. Keys X, y, X_val, y_val, X_test, y_test."""
-    from cookbook.data.images import load_fashion_mnist, normalize_images
+    from cookbook.data.images import load_fashion_mnist, locate_fashion_mnist, normalize_images
     from cookbook.data.sampling import balanced_subset
 
+    if locate_fashion_mnist().source == "assets subset" and (n > 9_000 or n_test > 2_000):
+        raise FileNotFoundError(f"a pool of {n} and {n_test} test images needs the full Fashion-MNIST (the committed "
+                                "subset holds 900 training and 200 test images per class): `make data` "
+                                "(sudo apt-get install dataset-fashion-mnist), or run in FAST mode")
     Xtr, ytr = load_fashion_mnist("train")
     Xva, yva = load_fashion_mnist("val")
     Xte, yte = load_fashion_mnist("test")
