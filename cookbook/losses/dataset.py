@@ -38,7 +38,7 @@ def gradient_match_distance(grads_syn: Sequence[Tensor], grads_real: Sequence[Te
     in*kh*kw, linear: out x in). One-dimensional gradients (biases, norm scales) contribute 0, as in
     the official ``distance_wb`` (``VICO-UoE/DatasetCondensation@53f63a6:utils.py``); 1e-6 keeps
     zero rows finite. Lists of tensors in ``model.parameters()`` order; returns a scalar (sum).
-    DC, Zhao et al. 2021, arXiv 2006.05929, Eq. 10.
+    DC, Zhao et al. 2021, arXiv 2006.05929.
     """
     if len(grads_syn) != len(grads_real) or not grads_syn:
         raise ValueError(f"need two equally long, non-empty gradient lists, got {len(grads_syn)} and {len(grads_real)}")
@@ -58,7 +58,7 @@ def mean_embedding_loss(real_feats: Tensor, syn_feats: Tensor) -> Tensor:
     """DM's loss for one class: || mean_i f(r_i) - mean_j f(s_j) ||^2 (squared L2, summed over features).
 
     real_feats (N_R, D), syn_feats (N_S, D) -> scalar. The caller sums it over classes, each class
-    embedded by the same freshly initialised network. DM, Zhao & Bilen 2023, arXiv 2110.04181, Eq. 4.
+    embedded by the same freshly initialised network. DM, Zhao & Bilen 2023, arXiv 2110.04181.
     """
     check_tensor("real_feats", real_feats, ndim=2)
     check_tensor("syn_feats", syn_feats, ndim=2)
@@ -73,7 +73,7 @@ def trajectory_matching_loss(student_params: Tensor, start_params: Tensor, targe
     Flat parameter vectors (P,): the student after N steps on S from the expert's epoch-t
     parameters, those starting parameters, and the expert's parameters M epochs later. Scalar in
     [0, inf): 1 means the student got no closer than its start. The official code's extra division
-    of both terms by P cancels. MTT, Cazenavette et al. 2022, arXiv 2203.11932, Eq. 2.
+    of both terms by P cancels. MTT, Cazenavette et al. 2022, arXiv 2203.11932.
     """
     _check_same(student_params, target_params, "student_params, target_params")
     _check_same(start_params, target_params, "start_params, target_params")
@@ -134,7 +134,7 @@ def krr_predict(syn_feats: Tensor, syn_targets: Tensor, real_feats: Tensor, ridg
     syn_feats (N_S, D), syn_targets (N_S, K), real_feats (N_R, D) -> predictions (N_R, K).
     Features get a constant 1 column (the head's bias); the kernel is linear, K = F F^T, and
     lam = ridge * trace(K_SS) as in the official code (``db-Lee/selfsup_dd@4beb4b1:algorithms/
-    distill.py``). Equal to solving the ridge problem for W in closed form. P54 KRR-ST, arXiv 2310.06511, Eq. 6.
+    distill.py``). Equal to solving the ridge problem for W in closed form. P54 KRR-ST, arXiv 2310.06511.
     """
     check_tensor("syn_feats", syn_feats, ndim=2)
     check_tensor("syn_targets", syn_targets, ndim=2)
@@ -158,7 +158,7 @@ def krr_st_loss(syn_feats: Tensor, syn_targets: Tensor, real_feats: Tensor, real
 
     syn_targets (N_S, K) are the *learnable* target representations of the synthetic images;
     real_targets (N_R, K) the frozen self-supervised target model's outputs on real images.
-    P54 KRR-ST, arXiv 2310.06511, Eq. 7.
+    P54 KRR-ST, arXiv 2310.06511.
     """
     pred = krr_predict(syn_feats, syn_targets, real_feats, ridge=ridge)
     _check_same(pred, real_targets, "predictions, real_targets")
@@ -170,7 +170,7 @@ def barlow_twins_loss(z1: Tensor, z2: Tensor, lam: float = 5e-3) -> Tensor:
     batch-standardised embeddings of two augmented views, (B, K) each -> scalar.
 
     The self-supervised objective we train KRR-ST's target model with (the paper's target model
-    is a Barlow Twins ResNet-18). Zbontar et al. 2021, arXiv 2103.03230, Eq. 1-2.
+    is a Barlow Twins ResNet-18). Zbontar et al. 2021, arXiv 2103.03230.
     """
     _check_same(z1, z2, "z1, z2")
     if z1.dim() != 2 or len(z1) < 2:
