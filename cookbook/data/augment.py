@@ -75,3 +75,74 @@ def random_shift_flip(x: torch.Tensor, max_shift: int = 2, generator: torch.Gene
     flip = torch.rand(B, generator=generator, device=x.device) < 0.5
     out = torch.where(flip[:, None, None], out.flip(-1), out)
     return out[:, None]
+
+
+# ----------------------------------------------------------------------------- DSA (dataset distillation)
+
+DSA_STRATEGY = "color_crop_cutout_flip_scale_rotate"   # the official choice for Fashion-MNIST
+_DSA_OPS = ("color", "crop", "cutout", "flip", "scale", "rotate")
+
+
+def dsa_augment(x: torch.Tensor, seed: int, strategy: str = DSA_STRATEGY, siamese: bool = True) -> torch.Tensor:
+    """Differentiable Siamese Augmentation (DSA; Zhao & Bilen, ICML 2021, arXiv 2102.08259).
+
+    x: (B, C, H, W) -> (B, C, H, W), differentiable with respect to x. The integer ``seed`` picks
+    one operation of ``strategy`` (underscore-separated: color, crop, cutout, flip, scale, rotate)
+    and its random parameters, as the official code's single-operation mode ("S") does. With
+    ``siamese=True`` every image of the batch gets the *same* parameters, so a real batch and a
+    synthetic batch augmented with the same seed are transformed alike: the point of DSA, whose
+    matching losses compare the two. ``siamese=False`` draws per-image parameters (used to
+    augment a batch while training an evaluation network). Constants are the official
+    ``ParamDiffAug``: brightness 1.0, saturation 2.0, contrast 0.5, crop/pad 1/8 of the side,
+    cutout half the side, flip p=0.5, scale 1.2, rotation 15 degrees (checked against
+    ``VICO-UoE/DatasetCondensation@53f63a6:utils.py``).
+    """
+    ops = strategy.split("_")
+    if not ops or any(o not in _DSA_OPS for o in ops):
+        raise ValueError(f"strategy must be '_'-joined names from {_DSA_OPS}, got {strategy!r}")
+    if x.dim() != 4:
+        raise ValueError(f"dsa_augment expects (B, C, H, W), got shape {tuple(x.shape)}")
+    g = torch.Generator().manual_seed(int(seed))
+    B, _, H, W = x.shape
+    n = 1 if siamese else B
+
+    def rand(*shape):                              # (n, ...) broadcast to the batch
+        r = torch.rand(n, *shape, generator=g)
+        return r.expand(B, *shape).to(x) if siamese else r.to(x)
+
+    op = ops[int(torch.randint(len(ops), (1,), generator=g))]
+    if op == "color":
+        x = x + (rand(1, 1, 1) - 0.5) * 1.0                                   # brightness
+        m = x.mean(dim=1, keepdim=True)
+        x = (x - m) * (rand(1, 1, 1) * 2.0) + m                               # saturation (a no-op on grey)
+        m = x.mean(dim=(1, 2, 3), keepdim=True)
+        return (x - m) * (rand(1, 1, 1) + 0.5) + m                            # contrast
+    if op == "flip":
+        return torch.where(rand(1, 1, 1) < 0.5, x.flip(3), x)
+    if op == "crop":                                                          # translate, zero border
+        sh, sw = int(H * 0.125 + 0.5), int(W * 0.125 + 0.5)
+        ty = (rand()[:, None] * (2 * sh + 1)).long().clamp(max=2 * sh) - sh   # (B, 1)
+        tx = (rand()[:, None] * (2 * sw + 1)).long().clamp(max=2 * sw) - sw
+        pad = F.pad(x, (1, 1, 1, 1))
+        rows = (torch.arange(H, device=x.device)[None] + ty + 1).clamp(0, H + 1)  # (B, H)
+        cols = (torch.arange(W, device=x.device)[None] + tx + 1).clamp(0, W + 1)  # (B, W)
+        b = torch.arange(B, device=x.device)[:, None, None]
+        return pad.permute(0, 2, 3, 1)[b, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+    if op == "cutout":                                                        # zero a half-side box
+        ch, cw = int(H * 0.5 + 0.5), int(W * 0.5 + 0.5)
+        cy = (rand() * (H + 1 - ch % 2)).long()
+        cx = (rand() * (W + 1 - cw % 2)).long()
+        rows, cols = torch.arange(H, device=x.device)[None], torch.arange(W, device=x.device)[None]
+        top, left = (cy - ch // 2)[:, None], (cx - cw // 2)[:, None]
+        box = (((rows >= top) & (rows < top + ch))[:, :, None] & ((cols >= left) & (cols < left + cw))[:, None, :])
+        return x * (~box).to(x)[:, None]
+    theta = torch.zeros(B, 2, 3, dtype=x.dtype, device=x.device)
+    if op == "scale":
+        theta[:, 0, 0] = rand() * (1.2 - 1 / 1.2) + 1 / 1.2
+        theta[:, 1, 1] = rand() * (1.2 - 1 / 1.2) + 1 / 1.2
+    else:                                                                     # rotate, +-15 degrees
+        a = (rand() - 0.5) * 2 * 15.0 / 180 * torch.pi
+        theta[:, 0, 0], theta[:, 0, 1] = torch.cos(a), -torch.sin(a)
+        theta[:, 1, 0], theta[:, 1, 1] = torch.sin(a), torch.cos(a)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, align_corners=False)
