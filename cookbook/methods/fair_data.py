@@ -191,7 +191,7 @@ def tensors(data: TabularData, rows: np.ndarray) -> tuple[Tensor, Tensor, Tensor
 
 def run_pipeline(data: TabularData, beta: float, seed: int, cfg: FairConfig, *, distill: bool = True,
                  decode: tuple[str, ...] = ("real",), conditional: bool = True, rows: np.ndarray | None = None,
-                 desc: str = "") -> PipelineRun:
+                 desc: str = "", progress: bool = False) -> PipelineRun:
     """Train the teacher VAE (beta; 0 = plain), distil it (P16), and synthesise one table per
     decoding rule in ``decode`` from the training rows.
 
@@ -199,6 +199,7 @@ def run_pipeline(data: TabularData, beta: float, seed: int, cfg: FairConfig, *, 
     "student/<rule>" (student encoder -> teacher decoder, P16's generator). Each has as many rows
     as the training rows (``rows``, default: the whole "train" split). ``conditional=False``
     hides s from encoder and decoder. Timings (s): teacher, student, generation of each table.
+    ``progress``: per-step bars of the two trainings (off: callers put one bar over their runs).
     """
     check_finite_param("beta", beta, low=0.0)
     check_int("seed", seed)
@@ -207,7 +208,7 @@ def run_pipeline(data: TabularData, beta: float, seed: int, cfg: FairConfig, *, 
     teacher = FairVAE(data.cards, hidden=cfg.hidden, z_dim=cfg.z_dim, conditional=conditional)
     hist = fit(teacher, lambda m, xb, cb, sb: fair_vae_loss(m, xb, cb, sb, beta, cfg.penalty_rows), (x, codes, s),
                epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, optimizer="adamw", schedule="constant",
-               seed=seed, desc=f"{desc} teacher", device=torch.device("cpu"))
+               seed=seed, desc=f"{desc} teacher", device=torch.device("cpu"), progress=progress)
     out = PipelineRun(teacher, None, seconds={"teacher": hist.seconds}, losses={"teacher": hist.train_loss})
     with torch.no_grad():
         z_t = teacher(x, s)
@@ -217,7 +218,7 @@ def run_pipeline(data: TabularData, beta: float, seed: int, cfg: FairConfig, *, 
         student = LatentStudent(x.shape[1], hidden=cfg.student_hidden, z_dim=cfg.z_dim)
         sh = fit(student, lambda m, xb, sb, zb: distillation_loss(m, xb, sb, zb, cfg.lam_u, cfg.T), (x, s, z_t),
                  epochs=cfg.student_epochs, lr=cfg.lr * 3, batch_size=cfg.batch_size // 4, optimizer="adamw",
-                 schedule="cosine", seed=seed, desc=f"{desc} student", device=torch.device("cpu"))
+                 schedule="cosine", seed=seed, desc=f"{desc} student", device=torch.device("cpu"), progress=progress)
         out.student, out.seconds["student"], out.losses["student"] = student, sh.seconds, sh.train_loss
         start = time.perf_counter()
         latents["student"] = predict_latent(student, x, s)
@@ -284,7 +285,7 @@ def marginal_fidelity(real_codes: np.ndarray, synth_codes: np.ndarray | Tensor, 
 
 
 def detection_auc(real_codes: np.ndarray, synth_codes: np.ndarray | Tensor, cards: list[int], seed: int = 0,
-                  max_rows: int = 10_000) -> float:
+                  max_rows: int = 6_000) -> float:
     """How well a classifier tells synthetic rows from real ones: held-out ROC AUC in [0.5, 1].
 
     0.5 = indistinguishable (to a logistic regression on the one-hot rows, which sees marginals
