@@ -146,8 +146,18 @@ def read_rank_scores(path: str | Path, teacher: str | None = None) -> RankScores
 
 
 def stdlib_ids(paths: list[str], qualnames: list[str]) -> list[str]:
-    """Stable ids of stdlib retrieval pairs: ``json/decoder.py::JSONDecoder.decode`` (query and code share it)."""
-    return [f"{p}::{q}" for p, q in zip(paths, qualnames)]
+    """Stable ids of stdlib retrieval pairs: ``json/decoder.py::JSONDecoder.decode`` (query and code share it).
+
+    A qualname defined twice in one file (e.g. in both branches of an ``if``) gets ``#2``, ``#3``...
+    in file order, so every id is unique.
+    """
+    seen: dict[str, int] = {}
+    out = []
+    for p, q in zip(paths, qualnames):
+        key = f"{p}::{q}"
+        seen[key] = seen.get(key, 0) + 1
+        out.append(key if seen[key] == 1 else f"{key}#{seen[key]}")
+    return out
 
 
 def committed_scores(name: str) -> RankScores:
@@ -183,7 +193,7 @@ def build(out_dir: str | Path | None = None, negatives_per_source: int = 4, top_
     from cookbook.data.retrieval import load_python_faq, mine_negatives
     from cookbook.data.stdlib import load_code_retrieval
     from cookbook.models.text import BM25
-    from cookbook.teachers.text import load_minilm, teacher_encode, teacher_fingerprint
+    from cookbook.teachers.text import load_minilm, teacher_fingerprint
 
     out_dir = Path(out_dir) if out_dir is not None else ASSETS / ASSET_DIR
     t0 = time.perf_counter()
@@ -195,7 +205,7 @@ def build(out_dir: str | Path | None = None, negatives_per_source: int = 4, top_
 
     tr = load_code_retrieval("train")
     ids = stdlib_ids(tr.paths, tr.qualnames)
-    q, d = teacher_encode(teacher, tr.queries, progress=True), teacher_encode(teacher, tr.documents, progress=True)
+    q, d = _cached_encode(teacher, fp, "train-q", tr.queries), _cached_encode(teacher, fp, "train-d", tr.documents)
     tscores = q @ d.T                                                         # (Q, D) teacher cosines
     bm = BM25(tr.documents).scores(tr.queries)
     n = negatives_per_source
@@ -212,12 +222,12 @@ def build(out_dir: str | Path | None = None, negatives_per_source: int = 4, top_
 
     te = load_code_retrieval("test")
     te_ids = stdlib_ids(te.paths, te.qualnames)
-    s = teacher_encode(teacher, te.queries) @ teacher_encode(teacher, te.documents).T
+    s = _cached_encode(teacher, fp, "test-q", te.queries) @ _cached_encode(teacher, fp, "test-d", te.documents).T
     written["test"] = _write(out_dir / FILES["test"], {**common, "set": f"stdlib docstring->code, test split, teacher top-{top_k}"},
                              _topk_rows(s, te_ids, te_ids, te.relevance, top_k))
 
     faq = load_python_faq()
-    s = teacher_encode(teacher, faq.queries) @ teacher_encode(teacher, faq.documents).T
+    s = _cached_encode(teacher, fp, "faq-q", faq.queries) @ _cached_encode(teacher, fp, "faq-d", faq.documents).T
     written["faq"] = _write(out_dir / FILES["faq"], {**common, "set": f"Python FAQ question->answer, teacher top-{top_k}"},
                             _topk_rows(s, faq.ids, faq.ids, faq.relevance, top_k))
     for path in written.values():
@@ -225,6 +235,22 @@ def build(out_dir: str | Path | None = None, negatives_per_source: int = 4, top_
             register(path)
     print(f"teacher {fp}: wrote {', '.join(str(p) for p in written.values())} in {time.perf_counter() - t0:.0f} s")
     return written
+
+
+def _cached_encode(teacher, fingerprint: str, name: str, texts: list[str]) -> Tensor:
+    """Teacher embeddings, kept under the cache folder (keyed by teacher and texts) so a rebuild is cheap."""
+    import hashlib
+
+    from cookbook.config import cache_dir
+    from cookbook.teachers.text import teacher_encode
+
+    key = hashlib.sha256("\n\0".join(texts).encode()).hexdigest()[:12]
+    path = cache_dir() / f"rank-emb-{fingerprint.replace('@', '-')}-{name}-{key}.pt"
+    if path.exists():
+        return torch.load(path)
+    emb = teacher_encode(teacher, texts, progress=True)
+    torch.save(emb, path)
+    return emb
 
 
 def _write(path: Path, header: dict, rows: list[tuple]) -> Path:
