@@ -62,6 +62,9 @@ def test_rank_scores_round_trip_and_reproducible_bytes(tmp_path):
     assert r.qrels() == {"q1": {"d1": 1}}
     text = gzip.open(a, "rt").read().splitlines()
     assert text[1] == "qid\tdocid\tscore\tlabel\tsource" and text[2] == "q1\td1\t0.500000\t1\tpos"
+    pandas = pytest.importorskip("pandas")        # the documented way to read it without the cookbook
+    df = pandas.read_csv(a, sep="\t", skiprows=1)
+    assert list(df.columns) == ["qid", "docid", "score", "label", "source"] and len(df) == 3
 
 
 def test_rank_scores_refuse_bad_files(tmp_path):
@@ -188,8 +191,13 @@ def test_train_ranker_runs_every_method_and_the_loss_falls():
         train_ranker(m, method, lists, epochs=15, lr=3e-3, batch_size=8, k=2, seed=0, progress=False, **kw)
         after = make_loss(method, lists, k=2, seed=1, **kw)(m, torch.arange(n)).item()
         assert after < before, method
-    res = evaluate_ranker(m, (q_ids, torch.ones_like(q_ids)), (q_ids, torch.ones_like(q_ids)), torch.arange(n))
-    assert set(res) == {"mrr@10", "ndcg@10", "recall@10"}
+    tok = (q_ids, torch.ones_like(q_ids))
+    res = evaluate_ranker(m, tok, tok, torch.arange(n), exits=(1, None))
+    assert set(res) == {1, None} and set(res[None]) == {"mrr@10", "ndcg@10", "recall@10"}
+    from cookbook.metrics import ranking_metrics
+    from cookbook.models.text import encode
+    q1 = encode(m, *tok, exit=1)
+    assert res[1] == ranking_metrics(q1 @ q1.T, torch.arange(n))
     with pytest.raises(ValueError, match="method"):
         make_loss("nope", lists, k=2)
     with pytest.raises(ValueError, match="k = 9"):

@@ -27,7 +27,6 @@ from cookbook.losses.ranking import (
     score_kl_loss,
 )
 from cookbook.metrics import ranking_metrics
-from cookbook.models.text import encode
 from cookbook.train import History, fit
 
 METHODS = ("contrastive", "margin_mse", "kl", "dear", "pld", "multi_exit")
@@ -148,13 +147,26 @@ def train_ranker(model: nn.Module, method: str, lists: RankingLists, *, epochs: 
                weight_decay=weight_decay, seed=seed, progress=progress, desc=method, device=torch.device("cpu"))
 
 
+@torch.no_grad()
+def _embed_exits(model: nn.Module, ids: Tensor, mask: Tensor, upto: int, batch_size: int = 256) -> list[Tensor]:
+    model.eval()
+    parts = [model.exits(ids[i:i + batch_size], mask[i:i + batch_size], upto=upto) for i in range(0, len(ids), batch_size)]
+    return [torch.cat([p[e] for p in parts]) for e in range(upto)]
+
+
 def evaluate_ranker(model: nn.Module, q_tok: tuple[Tensor, Tensor], d_tok: tuple[Tensor, Tensor],
-                    relevant: Tensor, *, exit: int | None = None,
-                    metrics: tuple[str, ...] = ("mrr@10", "ndcg@10", "recall@10")) -> dict[str, float]:
-    """Rank the whole corpus for every query with the bi-encoder ``model`` (at ``exit``); ranx metrics."""
-    q = encode(model, *q_tok, exit=exit)
-    d = encode(model, *d_tok, exit=exit)
-    return ranking_metrics(q @ d.T, relevant, metrics)
+                    relevant: Tensor, *, exits: tuple[int | None, ...] = (None,),
+                    metrics: tuple[str, ...] = ("mrr@10", "ndcg@10", "recall@10")) -> dict[int | None, dict[str, float]]:
+    """Rank the whole corpus for every query with the bi-encoder ``model`` at each exit (None: the
+    last layer); one forward pass serves every exit. Returns {exit: {metric: value}} (ranx)."""
+    top = max(model.num_layers if e is None else e for e in exits)
+    q = _embed_exits(model, *q_tok, upto=top)
+    d = _embed_exits(model, *d_tok, upto=top)
+    out = {}
+    for e in exits:
+        layer = (model.num_layers if e is None else e) - 1
+        out[e] = ranking_metrics(q[layer] @ d[layer].T, relevant, metrics)
+    return out
 
 
 def queries_per_second(search: Callable[[int], object], n: int, warmup: int = 3) -> float:

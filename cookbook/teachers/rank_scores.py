@@ -20,7 +20,7 @@ Format ``cookbook-rank-scores-v1``: a gzip'd UTF-8 text file (``.tsv.gz``)::
 - ``source``: why the row is there: ``pos`` (the positive), ``bm25`` / ``teacher`` (a hard
   negative mined by that retriever), ``run`` (the teacher's own top-k ranking of a test corpus).
 
-Readable without the cookbook: ``pandas.read_csv(path, sep="\t", comment="#")``. Written with a
+Readable without the cookbook: ``pandas.read_csv(path, sep="\t", skiprows=1)`` (ids may contain "#"). Written with a
 fixed gzip timestamp, so the same rows give the same bytes. Build ours with
 ``python -m cookbook.teachers.rank_scores build`` (~3-5 min on a 2-core CPU).
 """
@@ -172,11 +172,16 @@ def committed_scores(name: str) -> RankScores:
 # ----------------------------------------------------------------------------- build
 
 def _topk_rows(scores: Tensor, ids: list[str], doc_ids: list[str], relevant: Tensor, k: int):
+    """The teacher's top ``k`` of each query ("run"), plus the positive ("pos") when it ranks lower,
+    so every query has its judged document in the file and metrics count every query."""
     top = scores.topk(k, dim=1)
     rows = []
     for i in range(len(ids)):
+        r = int(relevant[i])
         for s, j in zip(top.values[i].tolist(), top.indices[i].tolist()):
-            rows.append((ids[i], doc_ids[j], s, int(j == int(relevant[i])), "run"))
+            rows.append((ids[i], doc_ids[j], s, int(j == r), "run"))
+        if r not in top.indices[i].tolist():
+            rows.append((ids[i], doc_ids[r], float(scores[i, r]), 1, "pos"))
     return rows
 
 
@@ -185,8 +190,8 @@ def build(out_dir: str | Path | None = None, negatives_per_source: int = 4, top_
 
     train: for each stdlib train query, its positive, the ``negatives_per_source`` best BM25
     documents that are not the positive, and as many of the teacher's best that BM25 did not pick.
-    test / faq: the teacher's top ``top_k`` documents of the whole test corpus per query (enough for
-    @10 metrics and Recall@20).
+    test / faq: the teacher's top ``top_k`` documents of the whole test corpus per query, plus the
+    positive when it ranks lower (exact @10 metrics and Recall@20 for every query).
     """
     from cookbook.assets import register
     from cookbook.config import ASSETS
