@@ -27,7 +27,8 @@ class TextEncoder(nn.Module):
     vocab_size: tokenizer vocabulary (MiniLM: 30,522); dim: width; layers: depth; heads: attention
     heads; max_len: longest input (positions); out_dim: projection size (default ``dim``).
     ``init_embeddings`` (V, E) optionally seeds the token table (e.g. a PCA of a teacher's table,
-    projected to ``dim``); ``exit=None`` means the last layer.
+    projected to ``dim``); ``exit=None`` means the last layer. Residual branches are zero-initialised
+    and square heads start at the identity, so the untrained model is a bag of token embeddings.
     """
 
     def __init__(self, vocab_size: int, *, dim: int = 128, layers: int = 2, heads: int = 4, max_len: int = 256,
@@ -48,6 +49,17 @@ class TextEncoder(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.heads = nn.ModuleList(nn.Linear(dim, out_dim or dim) for _ in range(layers))
         self.max_len = max_len
+        # Residual branches start at zero and square heads at the identity: the untrained encoder is
+        # the mean of its token embeddings (a bag of words), which training then refines. Without
+        # this, random layers scramble a teacher-seeded embedding table in the first steps.
+        for block in self.blocks:
+            for lin in (block.self_attn.out_proj, block.linear2):
+                nn.init.zeros_(lin.weight)
+                nn.init.zeros_(lin.bias)
+        for head in self.heads:
+            if head.in_features == head.out_features:
+                nn.init.eye_(head.weight)
+                nn.init.zeros_(head.bias)
 
     @property
     def num_layers(self) -> int:
@@ -87,8 +99,9 @@ class TextEncoder(nn.Module):
 def pca_embeddings(weight: Tensor, dim: int) -> Tensor:
     """A (V, E) embedding table projected onto its top ``dim`` principal directions: (V, dim).
 
-    Scaled so each column has the std of the original table's entries; a cheap way to give a
-    from-scratch student the teacher's token geometry (DistilBERT-style init, much smaller).
+    Scaled to unit standard deviation, the scale of ``nn.Embedding``'s own N(0, 1) init, so that
+    AdamW's first steps (about ``lr`` per entry) refine the geometry instead of erasing it. A cheap
+    way to give a from-scratch student the teacher's token geometry (DistilBERT-style init, smaller).
     """
     check_tensor("weight", weight, ndim=2)
     if not 1 <= dim <= min(weight.shape):
@@ -96,7 +109,7 @@ def pca_embeddings(weight: Tensor, dim: int) -> Tensor:
     x = weight.float() - weight.float().mean(0)
     _, _, v = torch.linalg.svd(x, full_matrices=False)                       # v: (E, E)
     proj = x @ v[:dim].T                                                     # (V, dim)
-    return proj / proj.std() * weight.float().std()
+    return proj / proj.std()
 
 
 @torch.no_grad()
