@@ -202,3 +202,17 @@ def test_train_ranker_runs_every_method_and_the_loss_falls():
         make_loss("nope", lists, k=2)
     with pytest.raises(ValueError, match="k = 9"):
         make_loss("kl", lists, k=9)
+
+
+def test_committed_faq_copy_equals_the_debian_parse():
+    import json
+
+    from cookbook import assets
+    from cookbook.data.retrieval import FAQ_ASSET, FAQ_DEBIAN, build_python_faq
+
+    with gzip.open(assets.asset(FAQ_ASSET), "rt", encoding="utf-8") as f:
+        committed = [tuple(r) for r in json.load(f)["pairs"]]
+    assert len(committed) == 174
+    if not (FAQ_DEBIAN / "general.rst.txt").exists():
+        pytest.skip("Debian python3.11-doc not installed (make data): only the committed copy was checked")
+    assert build_python_faq() == committed
