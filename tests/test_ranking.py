@@ -216,3 +216,15 @@ def test_committed_faq_copy_equals_the_debian_parse():
     if not (FAQ_DEBIAN / "general.rst.txt").exists():
         pytest.skip("Debian python3.11-doc not installed (make data): only the committed copy was checked")
     assert build_python_faq() == committed
+
+
+def test_notebook_04_assets_are_in_the_manifest_and_small():
+    from cookbook import assets
+
+    manifest = assets.read_manifest()
+    files = [p for p in (assets.ASSETS / "ranking").iterdir()] + [assets.ASSETS / "data" / "python_faq.json.gz"]
+    for path in files:
+        rel = path.relative_to(assets.ASSETS).as_posix()
+        assert rel in manifest, f"{rel} is not in assets/MANIFEST"
+        assert manifest[rel] == (assets.sha256(path), path.stat().st_size), f"{rel}: MANIFEST entry is stale"
+        assert path.stat().st_size <= 8 * 2**20

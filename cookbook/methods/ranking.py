@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cookbook.checks import check_choice, check_int
@@ -29,7 +30,7 @@ from cookbook.losses.ranking import (
 from cookbook.metrics import ranking_metrics
 from cookbook.train import History, fit
 
-METHODS = ("contrastive", "margin_mse", "kl", "dear", "pld", "multi_exit")
+METHODS = ("contrastive", "list_ce", "margin_mse", "kl", "dear", "pld", "multi_exit")
 
 
 @dataclass
@@ -102,7 +103,7 @@ def make_loss(method: str, lists: RankingLists, *, k: int, scale: float = 20.0, 
     """``loss_fn(model, rows)`` for ``fit``: draw K negatives per query, score, apply ``method``.
 
     method: "contrastive" (labels only: in-batch softmax CE over every document of the batch),
-    "margin_mse", "kl", "dear", "pld" (the teacher's scores of the same candidates), or
+    "list_ce" (labels only on the same 1+K candidates the distillation losses see), "margin_mse", "kl", "dear", "pld" (the teacher's scores of the same candidates), or
     "multi_exit" (the contrastive loss at every exit of ``exit_layers``, depth-weighted, P21).
     Scores are ``scale`` x cosine for the student and the teacher alike (scale = 1 / temperature).
     """
@@ -132,6 +133,8 @@ def make_loss(method: str, lists: RankingLists, *, k: int, scale: float = 20.0, 
         if method == "contrastive":
             return contrastive_loss(q, d, torch.arange(B, device=dev) * (1 + k), scale=scale)
         s = scale * (q.unsqueeze(1) * d.view(B, 1 + k, -1)).sum(-1)                        # (B, 1+K)
+        if method == "list_ce":
+            return F.cross_entropy(s, torch.zeros(B, dtype=torch.long, device=dev))
         t = scale * torch.cat([lists.teacher[rows, :1], lists.teacher[rows, 1:].gather(1, pick)], 1).to(dev)
         return distill[method](s, t, **loss_kwargs)
 
