@@ -188,7 +188,7 @@ def test_train_ranker_runs_every_method_and_the_loss_falls():
         m = TextEncoder(v, dim=16, layers=2, heads=2, max_len=8, dropout=0.0)
         kw = {"exit_layers": (1, 2)} if method == "multi_exit" else {}
         before = make_loss(method, lists, k=2, seed=1, **kw)(m, torch.arange(n)).item()
-        train_ranker(m, method, lists, epochs=15, lr=3e-3, batch_size=8, k=2, seed=0, progress=False, **kw)
+        train_ranker(m, method, lists, epochs=6, lr=3e-3, batch_size=8, k=2, seed=0, progress=False, **kw)
         after = make_loss(method, lists, k=2, seed=1, **kw)(m, torch.arange(n)).item()
         assert after < before, method
     tok = (q_ids, torch.ones_like(q_ids))
