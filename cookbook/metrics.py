@@ -4,8 +4,10 @@ Classification metrics take logits (N, C) or predicted labels (N,); LM metrics r
 teacher cache of held-out sequences (``cookbook.teachers.topk_cache``). Every notebook and the
 training loop score with these, so two notebooks cannot disagree on what "accuracy" means.
 Group fairness gaps (demographic parity, equalised odds) take hard binary predictions and a
-group id per example. (Ranking, acceptance-length and WER metrics join this module with their
-notebook families.)
+group id per example. Ranking metrics (MRR@k, nDCG@k, Recall@k) are computed by ``ranx``
+(Bassani, ECIR 2022), a maintained library checked against trec_eval, from a score matrix or a
+run dict; nothing is re-derived by hand here. (Acceptance-length and WER metrics join with
+their notebook families.)
 """
 
 from __future__ import annotations
@@ -136,3 +138,51 @@ def equalized_odds_gap(pred: Tensor, labels: Tensor, groups: Tensor) -> float:
     if not gaps:
         raise ValueError("equalised odds needs two groups with examples of the same label")
     return max(gaps)
+
+
+# ----------------------------------------------------------------------------- ranking (via ranx)
+
+RANKING_METRICS = ("mrr@10", "ndcg@10", "recall@1", "recall@10", "recall@20", "recall@100")
+
+
+def run_from_scores(scores: Tensor, query_ids: list[str], doc_ids: list[str], k: int = 100) -> dict[str, dict[str, float]]:
+    """The top ``k`` documents of each query of a (Q, D) score matrix as a run ``{qid: {docid: score}}``."""
+    if scores.dim() != 2 or scores.shape != (len(query_ids), len(doc_ids)):
+        raise ValueError(f"scores {tuple(scores.shape)} must be (len(query_ids), len(doc_ids)) = "
+                         f"({len(query_ids)}, {len(doc_ids)})")
+    if torch.isnan(scores).any():
+        raise ValueError("scores contain NaN")
+    top = scores.float().topk(min(k, scores.shape[1]), dim=1)
+    return {q: {doc_ids[j]: s for s, j in zip(vals, idx)}
+            for q, vals, idx in zip(query_ids, top.values.tolist(), top.indices.tolist())}
+
+
+def evaluate_run(run: dict[str, dict[str, float]], qrels: dict[str, dict[str, int]],
+                 metrics: tuple[str, ...] = ("mrr@10", "ndcg@10", "recall@10")) -> dict[str, float]:
+    """Mean ranking metrics of ``run`` against ``qrels`` (``{qid: {docid: relevance}}``), by ``ranx``.
+
+    Every query of ``qrels`` counts; a query the run does not rank scores 0. Metric names are
+    ranx's ("mrr@10", "ndcg@10", "recall@k", "precision@k", "map@k", "hit_rate@k").
+    """
+    from ranx import Qrels, Run
+    from ranx import evaluate as ranx_evaluate
+
+    if not qrels:
+        raise ValueError("evaluate_run: empty qrels")
+    run = {q: run.get(q) or {"__no_document__": -1e9} for q in qrels}  # ranx needs every query in the run
+    out = ranx_evaluate(Qrels(qrels), Run(run), list(metrics), make_comparable=True)
+    out = out if isinstance(out, dict) else {metrics[0]: out}
+    return {m: float(v) for m, v in out.items()}
+
+
+def ranking_metrics(scores: Tensor, relevant: Tensor,
+                    metrics: tuple[str, ...] = ("mrr@10", "ndcg@10", "recall@10"), k: int = 100) -> dict[str, float]:
+    """Ranking metrics of a (Q, D) score matrix where query i's one relevant document is ``relevant[i]``."""
+    if relevant.dim() != 1 or len(relevant) != scores.shape[0]:
+        raise ValueError(f"relevant must be (Q,) = ({scores.shape[0]},), got {tuple(relevant.shape)}")
+    if len(relevant) and (int(relevant.min()) < 0 or int(relevant.max()) >= scores.shape[1]):
+        raise ValueError(f"relevant indices must be in [0, {scores.shape[1]})")
+    qids = [f"q{i}" for i in range(scores.shape[0])]
+    dids = [f"d{j}" for j in range(scores.shape[1])]
+    qrels = {q: {dids[int(r)]: 1} for q, r in zip(qids, relevant)}
+    return evaluate_run(run_from_scores(scores, qids, dids, k=k), qrels, metrics)
