@@ -30,13 +30,10 @@ lent when this was written); ``cookbook bench kd-loss`` has it as method ``ours-
 
 from __future__ import annotations  # noqa: I001  (triton after triton_kd, see below)
 
-import contextlib
-
-import numpy as np
 import torch
 from torch import Tensor
 
-from cookbook.kernels import triton_kd  # noqa: F401  (sets TRITON_INTERPRET=1 without CUDA)
+from cookbook.kernels import triton_kd  # sets TRITON_INTERPRET=1 without CUDA
 from cookbook.kernels.chunked import canonical
 from cookbook.losses.llm import NEG, TopKTeacher, bins_from_parts, row_divergence, token_mask
 
@@ -136,11 +133,6 @@ def _backward_kernel(H, W, B, IDX, LSE_TAIL, COEF, GTOP, GOUT, DH, DW, DB, N, V,
                           mask=cmask[:, None] & dmask[None, :])
 
 
-def _quiet(x: Tensor):
-    """The interpreter runs kernels in numpy, which warns about lanes that tl.where discards."""
-    return contextlib.nullcontext() if x.is_cuda else np.errstate(all="ignore")
-
-
 def tail_and_top(h: Tensor, w: Tensor, b: Tensor | None, indices: Tensor, T: float
                  ) -> tuple[Tensor, Tensor]:
     """One stream over the head: (lse_tail (N,), a_top (N, k)) of a = (h W^T + b) / T (fp32)."""
@@ -148,7 +140,7 @@ def tail_and_top(h: Tensor, w: Tensor, b: Tensor | None, indices: Tensor, T: flo
     vocab, k = w.shape[0], indices.shape[1]
     lse = torch.empty(n, dtype=torch.float32, device=h.device)
     a_top = torch.empty(n, k, dtype=torch.float32, device=h.device)
-    with _quiet(h):
+    with triton_kd._quiet(h):
         _forward_kernel[(triton.cdiv(n, BLOCK_M),)](
             h, w, b if b is not None else w, indices, lse, a_top, n, vocab, dim, h.stride(0),
             w.stride(0), 1.0 / T, K=k, HAS_BIAS=b is not None, BLOCK_M=BLOCK_M,
@@ -198,7 +190,7 @@ class _TopKTile(torch.autograd.Function):
         db = torch.zeros(vocab, **f32) if need_db else None
         dummy = lse  # a valid pointer for the gradients nobody asked for
         grid = (triton.cdiv(n, BLOCK_M), triton.cdiv(vocab, BLOCK_V))
-        with _quiet(h):
+        with triton_kd._quiet(h):
             _backward_kernel[grid](
                 h, w, b if b is not None else w, indices, lse, coef, g_top,
                 grad_out.detach().float().reshape(1), dh if need_dh else dummy,

@@ -187,6 +187,15 @@ def _softmax_scale_kernel(X, LSE, COEF, stride, V, BLOCK_V: tl.constexpr):
         tl.store(x_row + cols, tl.exp(x - lse) * coef, mask=msk)
 
 
+def _quiet(x: torch.Tensor):
+    """The interpreter runs kernels in numpy, which warns about lanes that tl.where discards."""
+    import contextlib
+
+    import numpy as np
+
+    return contextlib.nullcontext() if x.is_cuda else np.errstate(all="ignore")
+
+
 def _block_v(V: int, block_v: int | None) -> int:
     return block_v or min(4096, triton.next_power_of_2(V))
 
@@ -210,12 +219,17 @@ def dense_chunk(s: torch.Tensor, tlog: torch.Tensor, *, divergence: str, T: floa
     divergence = canonical(divergence, beta)
     c, V = s.shape
     loss = torch.empty(c, dtype=torch.float32, device=s.device)
-    _dense_kd_kernel[(c,)](
+    with _quiet(s):
+        _launch_dense(s, tlog, loss, V, T, beta, t, divergence, grad_scale, need_grad, block_v)
+    return loss, (s if need_grad else None)
+
+
+def _launch_dense(s, tlog, loss, V, T, beta, t, divergence, grad_scale, need_grad, block_v):
+    _dense_kd_kernel[(s.shape[0],)](
         s, tlog, loss, s.stride(0), tlog.stride(0), V, 1.0 / T,
         float(beta) if divergence == "jsd" else 0.5, float(t) if t is not None else 0.0,
         float(grad_scale), DIV=_DIV_CODE[divergence], NEED_GRAD=bool(need_grad),
         BLOCK_V=_block_v(V, block_v), num_warps=_warps(_block_v(V, block_v)))
-    return loss, (s if need_grad else None)
 
 
 def row_lse(x: torch.Tensor, block_v: int | None = None) -> torch.Tensor:
