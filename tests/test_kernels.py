@@ -195,16 +195,19 @@ def test_autocast_bf16_on_cpu(kind):
     assert rel(body.weight.grad, body2.weight.grad) < 3e-2
 
 
-class _LargestAllocation(TorchDispatchMode):
+class _Allocations(TorchDispatchMode):
+    """Records every tensor torch creates: their shapes and the largest element count."""
+
     def __init__(self):
         super().__init__()
-        self.largest = 0
+        self.largest, self.shapes = 0, set()
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         for t in out if isinstance(out, (tuple, list)) else [out]:
             if isinstance(t, torch.Tensor):
                 self.largest = max(self.largest, t.numel())
+                self.shapes.add(tuple(t.shape))
         return out
 
 
@@ -213,7 +216,7 @@ def test_never_materialises_the_logits(kind):
     n, h, v, chunk = 512, 16, 1000, 32
     x = make(n, h, v)
     teacher = teacher_of(x, kind)
-    with _LargestAllocation() as spy:
+    with _Allocations() as spy:
         hh = x["h"].clone().requires_grad_()
         fused_linear_distill(hh, x["w"].requires_grad_(), teacher, chunk_size=chunk,
                              T=KW["T"]).backward()
@@ -325,28 +328,15 @@ def test_tile_kernel_matches_reference(triton_kd, divergence, case):
     assert_parity(got, reference(x, teacher, divergence, **kw), 1e-5)
 
 
-class _Shapes(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.shapes = set()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in out if isinstance(out, (tuple, list)) else [out]:
-            if isinstance(t, torch.Tensor):
-                self.shapes.add(tuple(t.shape))
-        return out
-
-
 def test_tile_kernel_writes_no_logits_chunk(triton_kd):
     n, h, v = 48, 24, 200
     x = make(n, h, v)
     teacher = teacher_of(x, "topk", k=5)
-    with _Shapes() as spy:
+    with _Allocations() as spy:
         fused(x, teacher, "forward_kl", backend="tile", T=2.0)
     wide = {s for s in spy.shapes if len(s) == 2 and s[1] == v}  # any (rows, V) buffer
     assert not wide, f"(c, V) buffers were allocated: {wide}"
-    with _Shapes() as spy:  # the chunked path does write them: the spy can see them
+    with _Allocations() as spy:  # the chunked path does write them: the spy can see them
         fused(x, teacher, "forward_kl", chunk_size=16, T=2.0)
     assert (16, v) in spy.shapes
 

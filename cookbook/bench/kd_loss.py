@@ -146,9 +146,10 @@ def _step(method: str, n: int, hidden: int, vocab: int, divergence: str, device:
     if method in ("ours-tile", "cce"):  # their targets, built chunk by chunk before the clock
         with torch.no_grad():
             z = [ht[i:i + 256] @ wt.t() for i in range(0, n, 256)]
-            topk = TopKTeacher(*map(torch.cat, zip(*(
-                TopKTeacher.from_logits(c, TILE_K)[:2] for c in z))))
-            labels = torch.cat([c.argmax(-1) for c in z])
+            if method == "ours-tile":
+                topk = TopKTeacher(*map(torch.cat, zip(*(TopKTeacher.from_logits(c, TILE_K)[:2] for c in z))))
+            else:
+                labels = torch.cat([c.argmax(-1) for c in z])
             del z
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()

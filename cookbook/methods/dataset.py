@@ -154,6 +154,17 @@ def _seed_of(g: torch.Generator) -> int:
     return int(torch.randint(0, 2**31 - 1, (1,), generator=g))
 
 
+def _class_batches(X: Tensor, images: Tensor, pools: list[Tensor], ipc: int, batch_real: int,
+                   g: torch.Generator, dsa: bool):
+    """(c, real batch, synthetic images) per class; with ``dsa`` both pass the same augmentation."""
+    for c, idx in enumerate(pools):
+        real, syn = X[_sample(idx, batch_real, g)], images[c * ipc:(c + 1) * ipc]
+        if dsa:
+            s = _seed_of(g)
+            real, syn = dsa_augment(real, s), dsa_augment(syn, s)
+        yield c, real, syn
+
+
 def _bar(total: int, desc: str, progress: bool | None):
     return tqdm(total=total, desc=desc, leave=False, disable=is_fast() if progress is None else not progress)
 
@@ -268,11 +279,7 @@ def distribution_matching(X: Tensor, y: Tensor, ipc: int, *, iterations: int, ba
             for p in net.parameters():
                 p.requires_grad_(False)
             loss = images.new_zeros(())
-            for c, idx in enumerate(pools):
-                real, syn = X[_sample(idx, batch_real, g)], images[c * ipc:(c + 1) * ipc]
-                if dsa:
-                    s = _seed_of(g)
-                    real, syn = dsa_augment(real, s), dsa_augment(syn, s)
+            for _, real, syn in _class_batches(X, images, pools, ipc, batch_real, g, dsa):
                 loss = loss + mean_embedding_loss(net.embed(real), net.embed(syn))
             opt.zero_grad()
             loss.backward()
@@ -314,11 +321,7 @@ def gradient_matching(X: Tensor, y: Tensor, ipc: int, *, iterations: int, outer_
             opt_net = torch.optim.SGD(params, lr=lr_net)
             for ol in range(outer_loop):
                 loss = images.new_zeros(())
-                for c, idx in enumerate(pools):
-                    real, syn = X[_sample(idx, batch_real, g)], images[c * ipc:(c + 1) * ipc]
-                    if dsa:
-                        s = _seed_of(g)
-                        real, syn = dsa_augment(real, s), dsa_augment(syn, s)
+                for c, real, syn in _class_batches(X, images, pools, ipc, batch_real, g, dsa):
                     target = torch.full((len(real),), c)
                     g_real = [t.detach() for t in torch.autograd.grad(F.cross_entropy(net(real), target), params)]
                     g_syn = torch.autograd.grad(F.cross_entropy(net(syn), labels[c * ipc:(c + 1) * ipc]), params,

@@ -252,7 +252,7 @@ def _cached_encode(teacher, fingerprint: str, name: str, texts: list[str]) -> Te
     key = hashlib.sha256("\n\0".join(texts).encode()).hexdigest()[:12]
     path = cache_dir() / f"rank-emb-{fingerprint.replace('@', '-')}-{name}-{key}.pt"
     if path.exists():
-        return torch.load(path)
+        return torch.load(path, weights_only=True)  # a plain tensor: no pickled code
     emb = teacher_encode(teacher, texts, progress=True)
     torch.save(emb, path)
     return emb
