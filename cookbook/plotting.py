@@ -48,6 +48,35 @@ def bars(labels: Sequence[str], means: Sequence[float], stds: Sequence[float] | 
     return ax
 
 
+def paired_gains(gains: Mapping[str, Sequence[float]], *, paper: Mapping[str, float] | None = None,
+                 xlabel: str = "gain over the baseline (points)", title: str = "", ax=None):
+    """Paired per-seed gains, one row per comparison: a dot per seed, a bar at the mean, a zero line.
+
+    ``gains``: {label: per-seed differences} (a ``results.Gain`` or a list of floats). ``paper``:
+    {label: the paper's claimed gain}, drawn as a star on that row (its setting may differ: say so).
+    Easier to read than bars of raw accuracies: the sign on each seed is what a reader wants to see.
+    """
+    labels = list(gains)
+    if not labels:
+        raise ValueError("paired_gains needs at least one comparison")
+    ax = ax or plt.subplots(figsize=(6.4, 0.45 * len(labels) + 1.2))[1]
+    for row, label in enumerate(labels):
+        values = np.asarray(getattr(gains[label], "per_seed", gains[label]), dtype=float)
+        color = "tab:green" if values.mean() > 0 else "tab:red"
+        ax.barh(row, values.mean(), height=0.5, color=color, alpha=0.35)
+        ax.scatter(values, np.full(len(values), row), color=color, s=18, zorder=3)
+        if paper and label in paper:
+            ax.scatter([paper[label]], [row], marker="*", s=120, color="black", zorder=4,
+                       label="paper's claim" if row == min(labels.index(k) for k in paper if k in labels) else None)
+    ax.axvline(0, color="gray", lw=1)
+    ax.set_yticks(range(len(labels)), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set(xlabel=xlabel, title=title)
+    if paper:
+        ax.legend(fontsize=8, loc="best")
+    return ax
+
+
 def heatmap(values, row_labels: Sequence, col_labels: Sequence, *, xlabel: str = "", ylabel: str = "",
             title: str = "", fmt: str = "{:.3f}", ax=None):
     """A grid of numbers (e.g. accuracy over temperature x alpha), annotated, best cell boxed."""

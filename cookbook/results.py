@@ -80,6 +80,15 @@ def record(notebook: str, method: str, metric: str, value: float | Sequence[floa
     return row
 
 
+def clear(notebook: str, mode_: str | None = None) -> None:
+    """Drop a notebook's stored rows of one mode (this run's by default): a fresh run starts clean,
+    so a row whose method was renamed or removed cannot linger in its table."""
+    path = results_dir() / f"{notebook}.json"
+    keep = [r for r in load(notebook) if r["mode"] != (mode_ or mode())]
+    if path.exists():
+        path.write_text(json.dumps(keep, indent=1) + "\n")
+
+
 def load(notebook: str | None = None) -> list[dict]:
     """Rows of one notebook, or of every results/*.json when ``notebook`` is None."""
     paths = [results_dir() / f"{notebook}.json"] if notebook else sorted(results_dir().glob("*.json"))

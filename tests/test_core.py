@@ -111,6 +111,8 @@ def test_results_record_replace_and_summary(tmp_path, monkeypatch):
     assert text.index("FULL") < text.index("FAST")
     with pytest.raises(ValueError, match="non-finite"):
         results.record("00_demo", "x", "y", float("nan"))
+    results.clear("00_demo", "FAST")                                         # a fresh FAST run starts clean
+    assert [r["mode"] for r in results.load("00_demo")] == ["FULL"]
 
 
 def test_exercise_checks(capsys):
@@ -134,6 +136,18 @@ def test_plotting_smoke():
     plotting.bars(["x", "y"], [0.8, 0.9], [0.01, 0.02], reference={"teacher": 0.93})
     ax = plotting.heatmap([[0.1, 0.5], [0.3, 0.2]], [1, 2], ["a", "b"])
     assert len(ax.patches) == 1
+
+
+def test_paired_gains_plot():
+    from cookbook.results import paired_gain
+
+    ax = plotting.paired_gains({"a": paired_gain([0.9, 0.8], [0.85, 0.82]), "b": [-1.0, -2.0, -0.5]},
+                               paper={"a": 3.0})
+    assert len(ax.patches) == 2                                  # one mean bar per comparison
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["a", "b"]
+    assert ax.patches[1].get_facecolor()[:3] != ax.patches[0].get_facecolor()[:3]   # losses in another colour
+    with pytest.raises(ValueError, match="at least one"):
+        plotting.paired_gains({})
 
 
 def test_torchvision_timm_transformers_import_after_cookbook():

@@ -7,6 +7,8 @@ Each recipe takes a seed and returns (model, metrics). ``SPECS`` is read by
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -37,6 +39,34 @@ def fmnist_cnn(seed: int = 0, epochs: int = 12) -> tuple[torch.nn.Module, dict]:
                progress=True, desc="fmnist-cnn")
     model = model.to(memory_format=torch.contiguous_format)
     return model, {"test_acc": round(evaluate(model, Xt, yt), 4), "val_acc": round(hist.final("val_acc"), 4),
+                   "best_epoch": hist.best_epoch, "epochs": epochs, "train_seconds": round(hist.seconds, 1)}
+
+
+def fmnist_cnn_labelled(seed: int = 0, *, n_labelled: int, subset_seed: int, epochs: int) -> tuple[torch.nn.Module, dict]:
+    """SmallCNN(width=32) trained on the ``n_labelled`` class-balanced training images
+    ``balanced_subset(y_train, n_labelled, seed=subset_seed)`` only: the teacher of a label-scarce
+    regime that has seen no label the student lacks (P24 DHO fits its teacher on the labelled shots,
+    or uses a zero-shot CLIP teacher). Same augmentation, optimiser and schedule as ``fmnist_cnn``;
+    the epoch with the best accuracy on the 5k validation split is kept (the students of notebooks
+    00 and 01a early-stop on the same split)."""
+    from cookbook.data import balanced_subset, load_fashion_mnist, normalize_images
+
+    torch.manual_seed(seed)
+    (X, y), (Xv, yv), (Xt, yt) = (load_fashion_mnist(s) for s in ("train", "val", "test"))
+    keep = balanced_subset(y, n_labelled, seed=subset_seed)
+    X, Xv, Xt = (normalize_images(a) for a in (X[keep], Xv, Xt))
+    y = y[keep]
+    model = SmallCNN(width=32)
+    gen = torch.Generator().manual_seed(seed + 1)
+
+    def loss_fn(m, xb, yb):
+        return F.cross_entropy(m(random_shift_flip(xb, generator=gen)), yb)
+
+    hist = fit(model, loss_fn, (X, y), epochs=epochs, lr=3e-3, weight_decay=5e-4, batch_size=128,
+               seed=seed, eval_fn=lambda m: {"val_acc": evaluate(m, Xv, yv)}, keep_best="val_acc",
+               progress=True, desc=f"fmnist-cnn-{n_labelled}")
+    return model, {"test_acc": round(evaluate(model, Xt, yt), 4), "val_acc": round(hist.final("val_acc"), 4),
+                   "labels_seen": n_labelled, "subset": f"balanced_subset(y_train, {n_labelled}, seed={subset_seed})",
                    "best_epoch": hist.best_epoch, "epochs": epochs, "train_seconds": round(hist.seconds, 1)}
 
 
@@ -154,7 +184,31 @@ SPECS: dict[str, TeacherSpec] = {spec.name: spec for spec in (
         architecture=lambda: SmallCNN(width=32),
         recipe=fmnist_cnn,
         metric="test_acc",
-        description="SmallCNN(width=32), 0.19M params, Fashion-MNIST 55k train, shift+flip, 12 epochs AdamW",
+        description="SmallCNN(width=32), 0.19M params, Fashion-MNIST 55k train (all 55,000 labels), shift+flip, 12 epochs AdamW",
+    ),
+    TeacherSpec(
+        name="fmnist-cnn-1k",
+        architecture=lambda: SmallCNN(width=32),
+        recipe=functools.partial(fmnist_cnn_labelled, n_labelled=1000, subset_seed=0, epochs=100),
+        metric="test_acc",
+        description="SmallCNN(width=32), 0.19M params, trained on the 1,000 labelled Fashion-MNIST images of "
+                    "notebook 00's label-scarce regimes only (balanced_subset seed 0), shift+flip, 100 epochs AdamW",
+    ),
+    TeacherSpec(
+        name="fmnist-cnn-550",
+        architecture=lambda: SmallCNN(width=32),
+        recipe=functools.partial(fmnist_cnn_labelled, n_labelled=550, subset_seed=1, epochs=150),
+        metric="test_acc",
+        description="SmallCNN(width=32), 0.19M params, trained on the 550 labelled Fashion-MNIST images of "
+                    "notebook 01a's DHO 1% regime only (balanced_subset seed 1), shift+flip, 150 epochs AdamW",
+    ),
+    TeacherSpec(
+        name="fmnist-cnn-5500",
+        architecture=lambda: SmallCNN(width=32),
+        recipe=functools.partial(fmnist_cnn_labelled, n_labelled=5500, subset_seed=1, epochs=30),
+        metric="test_acc",
+        description="SmallCNN(width=32), 0.19M params, trained on the 5,500 labelled Fashion-MNIST images of "
+                    "notebook 01a's DHO 10% regime only (balanced_subset seed 1), shift+flip, 30 epochs AdamW",
     ),
     TeacherSpec(
         name="fmnist-resnet",
