@@ -119,6 +119,8 @@ def test_exercise_checks(capsys):
     assert exercises.check_soft_targets(soft_targets) is True
     assert exercises.check_kd_loss(lambda s, t, T: kd_loss(s, t, T=T)) is True
     assert exercises.check_semi_supervised_kd(lambda s, t, y, T, a: kd_loss(s, t, T=T, labels=y, alpha=a)) is True
+    assert exercises.check_gradient_exponent(lambda: -2) is True          # the T^2 factor undoes T^-2
+    assert exercises.check_gradient_exponent(lambda: -1) is False
 
     def stub(*args):
         raise NotImplementedError
