@@ -77,6 +77,38 @@ def paired_gains(gains: Mapping[str, Sequence[float]], *, paper: Mapping[str, fl
     return ax
 
 
+def sweeps(results: Mapping[str, Mapping[str, Mapping[str, float]]], *, chosen: Mapping[tuple[str, str], str] | None = None,
+           ylabel: str = "validation accuracy", title: str = ""):
+    """Small multiples of validation sweeps: one row per group (e.g. a data regime, shared y scale
+    within the row), one panel per method, one point per configuration; the chosen one is circled.
+
+    ``results``: {group: {method: {config label: value}}}; ``chosen``: {(group, method): config label}.
+    Equal tuning is visible at a glance: every panel should hold the same number of points.
+    """
+    groups = list(results)
+    if not groups or not any(results[g] for g in groups):
+        raise ValueError("sweeps needs at least one group with one method")
+    methods = list(dict.fromkeys(m for g in groups for m in results[g]))
+    fig, axes = plt.subplots(len(groups), len(methods), figsize=(2.6 * len(methods), 2.3 * len(groups)),
+                             sharey="row", squeeze=False)
+    for r, group in enumerate(groups):
+        for c, method in enumerate(methods):
+            ax, points = axes[r, c], results[group].get(method, {})
+            labels, values = list(points), list(points.values())
+            ax.plot(range(len(values)), values, "o-", color="tab:blue", ms=4)
+            pick = (chosen or {}).get((group, method))
+            if pick in points:
+                ax.plot(labels.index(pick), points[pick], "o", ms=11, mfc="none", mec="tab:red", mew=1.5)
+            ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=7)
+            ax.set_title(f"{method} ({group})" if len(groups) > 1 else method, fontsize=9)
+            if c == 0:
+                ax.set_ylabel(ylabel, fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return axes
+
+
 def heatmap(values, row_labels: Sequence, col_labels: Sequence, *, xlabel: str = "", ylabel: str = "",
             title: str = "", fmt: str = "{:.3f}", ax=None):
     """A grid of numbers (e.g. accuracy over temperature x alpha), annotated, best cell boxed."""

@@ -152,6 +152,16 @@ def test_paired_gains_plot():
         plotting.paired_gains({})
 
 
+def test_sweeps_plot():
+    axes = plotting.sweeps({"all": {"KD": {"T=1": 0.8, "T=4": 0.9}, "PLD": {"T=1": 0.85}},
+                            "1k": {"KD": {"T=1": 0.7, "T=4": 0.6}}}, chosen={("all", "KD"): "T=4"})
+    assert axes.shape == (2, 2)
+    assert [t.get_text() for t in axes[0, 0].get_xticklabels()] == ["T=1", "T=4"]
+    assert len(axes[0, 0].lines) == 2 and len(axes[1, 0].lines) == 1      # the chosen point is circled
+    with pytest.raises(ValueError, match="at least one"):
+        plotting.sweeps({})
+
+
 def test_torchvision_timm_transformers_import_after_cookbook():
     # CPU torch + PyPI's CUDA torchvision: the import hook in cookbook._compat must make all three work
     import subprocess
