@@ -185,6 +185,7 @@ SPECS: dict[str, TeacherSpec] = {spec.name: spec for spec in (
         recipe=fmnist_cnn,
         metric="test_acc",
         description="SmallCNN(width=32), 0.19M params, Fashion-MNIST 55k train (all 55,000 labels), shift+flip, 12 epochs AdamW",
+        labels="all 55,000 Fashion-MNIST training labels",
     ),
     TeacherSpec(
         name="fmnist-cnn-1k",
@@ -193,6 +194,7 @@ SPECS: dict[str, TeacherSpec] = {spec.name: spec for spec in (
         metric="test_acc",
         description="SmallCNN(width=32), 0.19M params, trained on the 1,000 labelled Fashion-MNIST images of "
                     "notebook 00's label-scarce regimes only (balanced_subset seed 0), shift+flip, 100 epochs AdamW",
+        labels="only the 1,000 of balanced_subset(y_train, 1000, seed=0)",
     ),
     TeacherSpec(
         name="fmnist-cnn-550",
@@ -201,6 +203,7 @@ SPECS: dict[str, TeacherSpec] = {spec.name: spec for spec in (
         metric="test_acc",
         description="SmallCNN(width=32), 0.19M params, trained on the 550 labelled Fashion-MNIST images of "
                     "notebook 01a's DHO 1% regime only (balanced_subset seed 1), shift+flip, 150 epochs AdamW",
+        labels="only the 550 of balanced_subset(y_train, 550, seed=1)",
     ),
     TeacherSpec(
         name="fmnist-cnn-5500",
@@ -209,6 +212,7 @@ SPECS: dict[str, TeacherSpec] = {spec.name: spec for spec in (
         metric="test_acc",
         description="SmallCNN(width=32), 0.19M params, trained on the 5,500 labelled Fashion-MNIST images of "
                     "notebook 01a's DHO 10% regime only (balanced_subset seed 1), shift+flip, 30 epochs AdamW",
+        labels="only the 5,500 of balanced_subset(y_train, 5500, seed=1)",
     ),
     TeacherSpec(
         name="fmnist-resnet",
@@ -216,6 +220,7 @@ SPECS: dict[str, TeacherSpec] = {spec.name: spec for spec in (
         recipe=fmnist_resnet,
         metric="test_acc",
         description="TinyResNet(width=16), residual blocks + global average pool, Fashion-MNIST 55k, shift+flip, 8 epochs AdamW",
+        labels="all 55,000 Fashion-MNIST training labels",
     ),
     TeacherSpec(
         name="fmnist-mlp",
@@ -223,6 +228,7 @@ SPECS: dict[str, TeacherSpec] = {spec.name: spec for spec in (
         recipe=fmnist_mlp,
         metric="test_acc",
         description="MLP 784-256-256-10, Fashion-MNIST 55k, no augmentation, 15 epochs AdamW",
+        labels="all 55,000 Fashion-MNIST training labels",
     ),
     TeacherSpec(
         name="fmnist-lt-cnn",
@@ -231,5 +237,6 @@ SPECS: dict[str, TeacherSpec] = {spec.name: spec for spec in (
         metric="test_acc",
         description="SmallCNN(width=16), 64k params, long-tailed Fashion-MNIST (2,478 images, imbalance 100), "
                     "SAM + DRW, 30 epochs AdamW; DeiT-LT's flat CNN teacher (notebook 01b)",
+        labels="the 2,478 labels of the long-tailed Fashion-MNIST training set (notebook 01b)",
     ),
 )}

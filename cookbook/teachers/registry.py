@@ -51,8 +51,11 @@ def get_spec(name: str) -> TeacherSpec:
 
 
 def card(name: str) -> dict:
-    """The teacher's card: recipe, measured metrics, date, device, commit, sha256."""
-    return json.loads(assets.asset(get_spec(name).card).read_text())
+    """The teacher's card: recipe, the labels it saw, measured metrics, date, device, commit, sha256.
+
+    ``labels`` comes from the spec, so a card built before the field existed still says it."""
+    spec = get_spec(name)
+    return {"labels": spec.labels, **json.loads(assets.asset(spec.card).read_text())}
 
 
 def freeze(model: nn.Module) -> nn.Module:
@@ -86,7 +89,7 @@ def build(name: str, seed: int = 0) -> dict:
     save_file(state, str(path))
     digest = assets.register(path)
     info = {
-        "name": name, "description": spec.description, "seed": seed, "metric": spec.metric,
+        "name": name, "description": spec.description, "labels": spec.labels, "seed": seed, "metric": spec.metric,
         "metrics": metrics, "parameters": sum(p.numel() for p in model.parameters()),
         "sha256": digest, "bytes": path.stat().st_size, "seconds": round(time.perf_counter() - start, 1),
         "device": device_name(), "date": date.today().isoformat(), "commit": git_commit(),

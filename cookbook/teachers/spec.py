@@ -16,6 +16,7 @@ class TeacherSpec:
     recipe: Callable[[int], tuple[nn.Module, dict]]    # seed -> (trained model, measured metrics)
     metric: str                                        # headline metric name in the metrics dict
     description: str
+    labels: str | None = None                          # which labels it was trained on (None: no labels, e.g. self-supervised)
 
     @property
     def asset(self) -> str:
