@@ -98,8 +98,9 @@ class _TimeEmbed(nn.Module):
 
     def forward(self, c: Tensor) -> Tensor:            # (...,) -> (..., dim)
         half = self.dim // 2
-        freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=c.device) / half)
-        args = c[..., None].float() * freqs
+        c = c if c.is_floating_point() else c.float()
+        freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=c.device, dtype=c.dtype) / half)
+        args = c[..., None] * freqs
         return self.mlp(torch.cat([args.sin(), args.cos()], -1))
 
 
