@@ -90,6 +90,20 @@ def consistency_loss(student_x0: Tensor, target_x0: Tensor) -> Tensor:
     return _per_sample_sum((student_x0 - target_x0.detach()) ** 2).mean()
 
 
+def scm_tangent(F_minus: Tensor, F_minus_jvp: Tensor, dxt_dt: Tensor, x_t: Tensor, t: Tensor, *,
+                r: float = 1.0, c: float = 0.1) -> Tensor:
+    r"""sCM's normalised tangent g / (||g|| + c), g = -cos^2 t (F^- - dx_t/dt) - r (cos t sin t x_t + J)
+    (see ``scm_loss``); per-sample norm over the non-batch dims. Shapes (B, ...) and t (B,) -> (B, ...)."""
+    _same_shape(F_minus=F_minus, F_minus_jvp=F_minus_jvp, dxt_dt=dxt_dt, x_t=x_t)
+    check_finite_param("r", r, 0.0, 1.0)
+    check_finite_param("c", c, 0.0)
+    tt = _bcast(t.to(x_t.dtype), x_t)
+    cos, sin = torch.cos(tt), torch.sin(tt)
+    g = -cos * cos * (F_minus - dxt_dt) - r * (cos * sin * x_t + F_minus_jvp)
+    norm = g.flatten(1).norm(dim=1).reshape_as(tt) if g.dim() > 1 else g.abs()
+    return g / (norm + c)
+
+
 def scm_loss(F_theta: Tensor, F_minus: Tensor, F_minus_jvp: Tensor, dxt_dt: Tensor, x_t: Tensor, t: Tensor, *,
              r: float = 1.0, c: float = 0.1, logvar: Tensor | None = None) -> Tensor:
     r"""Continuous-time consistency distillation loss, sCM (as used by SANA-Sprint, P35), sigma_d = 1.
@@ -106,14 +120,9 @@ def scm_loss(F_theta: Tensor, F_minus: Tensor, F_minus_jvp: Tensor, dxt_dt: Tens
     official code). Papers: Lu & Song, "Simplifying, Stabilizing and Scaling Continuous-Time
     Consistency Models" (ICLR 2025, arXiv 2410.11081); Chen et al., "SANA-Sprint" (2025, arXiv 2503.09641).
     """
-    _same_shape(F_theta=F_theta, F_minus=F_minus, F_minus_jvp=F_minus_jvp, dxt_dt=dxt_dt, x_t=x_t)
-    check_finite_param("r", r, 0.0, 1.0)
-    check_finite_param("c", c, 0.0)
+    _same_shape(F_theta=F_theta, F_minus=F_minus)
+    g = scm_tangent(F_minus, F_minus_jvp, dxt_dt, x_t, t, r=r, c=c).detach()
     tt = _bcast(t.to(x_t.dtype), x_t)
-    cos, sin = torch.cos(tt), torch.sin(tt)
-    g = -cos * cos * (F_minus - dxt_dt) - r * (cos * sin * x_t + F_minus_jvp)
-    norm = g.flatten(1).norm(dim=1).reshape_as(tt) if g.dim() > 1 else g.abs()
-    g = (g / (norm + c)).detach()
     weight = 1.0 / torch.tan(tt).clamp_min(1e-4)
     sq = (F_theta - F_minus.detach() - g) ** 2
     if logvar is None:
