@@ -148,7 +148,7 @@ def test_trigflow_parametrisation_and_one_step_ddim():
 def test_fake_quantize_levels_and_bits():
     w = torch.randn(4, 9)
     q = fake_quantize(w, 3)
-    for row, qr in zip(w, q):
+    for qr in q:
         assert qr.unique().numel() <= 7                          # 2^(3-1)-1 = 3 levels each side + 0
     w.requires_grad_(True)
     fake_quantize(w, 3).sum().backward()

@@ -312,7 +312,7 @@ def distill_scm(teacher: TrigFlowNet, student: TrigFlowNet, sample: Sampler, *, 
         with torch.no_grad():
             dxt_dt = teacher(x_t, t, y)
             student.eval()
-            F_minus, jvp = torch.func.jvp(lambda x, s: student(x, s, y), (x_t, t),
+            F_minus, jvp = torch.func.jvp(lambda x, s, y=y: student(x, s, y), (x_t, t),
                                           (torch.cos(tt) * torch.sin(tt) * dxt_dt, torch.cos(t) * torch.sin(t)))
         student.train()
         F_theta = student(x_t, t, y)

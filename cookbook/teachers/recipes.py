@@ -148,6 +148,19 @@ def fmnist_lt_cnn(seed: int = 0, epochs: int = 30) -> tuple[torch.nn.Module, dic
                    "train_counts": counts, "epochs": epochs}
 
 
+def _load_committed(name: str) -> torch.nn.Module:
+    """A committed teacher of ``SPECS``, sha256-checked and frozen (what ``registry.load`` does; the
+    registry imports this module, so a recipe that needs another teacher reads it here)."""
+    from safetensors.torch import load_file
+
+    from cookbook import assets
+
+    spec = SPECS[name]
+    model = spec.architecture()
+    model.load_state_dict(load_file(str(assets.asset(spec.asset))))
+    return model.eval().requires_grad_(False)
+
+
 DIFFUSION_SIZE, DIFFUSION_CHANNELS = 16, (16, 32, 32)   # the 07b teacher: 16 x 16 Fashion-MNIST
 
 
@@ -171,7 +184,6 @@ def fmnist_diffusion(seed: int = 0, steps: int = 3500, batch_size: int = 128, lr
         timestep_angle,
         to_diffusion_images,
     )
-    from cookbook.teachers.registry import load
     from cookbook.train import Stepper
 
     torch.manual_seed(seed)
@@ -202,7 +214,7 @@ def fmnist_diffusion(seed: int = 0, steps: int = 3500, batch_size: int = 128, lr
     labels = torch.arange(eval_samples) % 10
     fake = scheduler_sample(ema_net, (eval_samples, 1, DIFFUSION_SIZE, DIFFUSION_SIZE), 20, y=labels, kind="dpm",
                             generator=torch.Generator().manual_seed(seed + 2))
-    feats = ClassifierFeatures(load("fmnist-cnn"))
+    feats = ClassifierFeatures(_load_committed("fmnist-cnn"))
     return ema_net.net, {
         "fd_fmnist_cnn": round(frechet_distance(real, fake, feats), 3),
         "sample_class_acc": round(accuracy(feats.logits(fake), labels), 4),
