@@ -212,3 +212,18 @@ def test_distillation_loops_run_on_the_toy():
         assert all(math.isfinite(v) for vals in run.losses.values() for v in vals)
         x = D.generator_sample(run.model, torch.randn(8, 2))
         assert x.shape == (8, 2) and torch.isfinite(x).all()
+
+
+def test_stream_distillation_and_quantised_ar_distillation_run():
+    teacher = TrigFlowNet(FrameDenoiser(width=16, depth=1, heads=2)).eval()
+    run = D.distill_stream(teacher, copy.deepcopy(teacher).requires_grad_(True), steps=2, batch_size=8)
+    assert all(math.isfinite(v) for v in run.losses["loss"])
+    tokens = D.to_grid(D.ring_sample(256, torch.Generator().manual_seed(0))[0], grid=8)
+    ar = D.train_ar(ARGridModel(grid=8, hidden=16), tokens, steps=5, batch_size=32).model
+    assert torch.allclose(ar.log_probs().exp().sum(), torch.tensor(1.0), atol=1e-5)
+    for loss in ("forward_kl", "topkld"):
+        q = quantize_linears(copy.deepcopy(ar), 3)
+        out = D.train_ar(q, tokens, steps=3, batch_size=32, teacher=ar, loss=loss, k=2)
+        assert all(math.isfinite(v) for v in out.losses["loss"])
+    with pytest.raises(ValueError):
+        D.train_ar(copy.deepcopy(ar), tokens, steps=1, loss="topkld")
