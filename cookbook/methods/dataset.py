@@ -1016,14 +1016,14 @@ def infer(X: Tensor, y: Tensor, ipc: int, teachers: Sequence[nn.Module], *, iter
                 opt.step()
                 losses.append(loss.item())
                 bar.update()
-            ufcs.append(u.detach())
+            ufcs.append(u.detach()[:, 0])                                      # (K, ...)
             parts.append((base + u.detach()).clamp(lo, hi))
         bar.close()
         composite = torch.stack(parts)                                        # (M + 1, K, C, ...)
         images = composite.permute(2, 0, 1, *range(3, composite.dim())).reshape(-1, *shape)   # class-major
     labels = torch.arange(C).repeat_interleave(len(parts) * k)
     return SynSet(name, images, labels, meas["seconds"], meas["peak_mb"],
-                  {"loss": losses, "ipc_init": k, "stored_images": stored, "ufcs": torch.stack(ufcs),
+                  {"loss": losses, "ipc_init": k, "stored_images": stored, "ufcs": torch.stack(ufcs),           # (M, K, ...)
                    "base": base.transpose(0, 1).reshape(-1, *shape)})
 
 
