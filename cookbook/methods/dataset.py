@@ -795,6 +795,23 @@ def _flip(x: Tensor, g: torch.Generator) -> Tensor:
     return torch.where(torch.rand(len(x), 1, 1, 1, generator=g) < 0.5, x.flip(-1), x)
 
 
+def _cosine_lr(opt: torch.optim.Optimizer, it: int, iterations: int, lr: float) -> None:
+    """The official ``lr_cosine_policy`` without warm-up: lr * (1 + cos(pi * it / iterations)) / 2."""
+    for group in opt.param_groups:
+        group["lr"] = 0.5 * (1 + math.cos(math.pi * it / iterations)) * lr
+
+
+def _recovery_terms(teacher: nn.Module, x: Tensor, num_classes: int, groups: int,
+                    first_multiplier: float) -> tuple[Tensor, Tensor]:
+    """(CE, R_BN) per synthetic batch, (groups,) each, of ``groups`` consecutive batches of one image per class."""
+    with bn_inputs(teacher) as seen:
+        logits = teacher(x)
+    ce = F.cross_entropy(logits, torch.arange(num_classes).repeat(groups), reduction="none").view(groups, num_classes).mean(1)
+    bn = bn_matching_loss([f for _, f in seen], [b.running_mean for b, _ in seen], [b.running_var for b, _ in seen],
+                          first_multiplier=first_multiplier, groups=groups, reduction="none")
+    return ce, bn
+
+
 def recover(teachers: Sequence[nn.Module], num_classes: int, ipc: int, *, committees: Sequence[Sequence[int]],
             weights: Sequence[Sequence[float]], iterations: int, lr: float = 0.25, r_bn: float = 0.01,
             first_multiplier: float = 10.0, jitter: int = 4, augment: bool = False, init_images: Tensor | None = None,
@@ -829,7 +846,6 @@ def recover(teachers: Sequence[nn.Module], num_classes: int, ipc: int, *, commit
         t.requires_grad_(False)
     g = torch.Generator().manual_seed(seed)
     C, n = num_classes, num_classes * ipc
-    targets = torch.arange(C)
     with measure() as m:
         if init_images is None:
             start = torch.randn(n, *image_shape, generator=g)
@@ -845,8 +861,7 @@ def recover(teachers: Sequence[nn.Module], num_classes: int, ipc: int, *, commit
         losses = []
         bar = _bar(iterations, f"{name} ipc={ipc}", progress)
         for it in range(iterations):
-            for group in opt.param_groups:
-                group["lr"] = 0.5 * (1 + math.cos(math.pi * it / iterations)) * lr
+            _cosine_lr(opt, it, iterations, lr)
             x = images.reshape(n, *image_shape)
             if augment:
                 x = _flip(random_resized_crop(x, scale=(0.08, 1.0), generator=g), g)
@@ -856,11 +871,7 @@ def recover(teachers: Sequence[nn.Module], num_classes: int, ipc: int, *, commit
             for teacher, ks, w in zip(teachers, by_member, votes):
                 if not ks:
                     continue
-                with bn_inputs(teacher) as seen:
-                    logits = teacher(x[ks].reshape(len(ks) * C, *image_shape))
-                ce = F.cross_entropy(logits, targets.repeat(len(ks)), reduction="none").view(len(ks), C).mean(1)
-                bn = bn_matching_loss([f for _, f in seen], [b.running_mean for b, _ in seen], [b.running_var for b, _ in seen],
-                                      first_multiplier=first_multiplier, groups=len(ks), reduction="none")
+                ce, bn = _recovery_terms(teacher, x[ks].reshape(len(ks) * C, *image_shape), C, len(ks), first_multiplier)
                 loss = loss + voting_recover_loss(ce, bn, w, r_bn)
             opt.zero_grad()
             loss.backward()
@@ -992,7 +1003,6 @@ def infer(X: Tensor, y: Tensor, ipc: int, teachers: Sequence[nn.Module], *, iter
         t.requires_grad_(False)
     g = torch.Generator().manual_seed(seed)
     C, shape, lo, hi = num_classes, tuple(X.shape[1:]), float(X.min()), float(X.max())
-    targets = torch.arange(C).repeat(k)
     with measure() as meas:
         base = _init_images(X, y, k, g).reshape(C, k, *shape).transpose(0, 1).contiguous()     # (K, C, ...)
         ufcs, parts, losses = [], [base], []
@@ -1001,15 +1011,10 @@ def infer(X: Tensor, y: Tensor, ipc: int, teachers: Sequence[nn.Module], *, iter
             u = torch.zeros(k, 1, *shape, requires_grad=True)
             opt = torch.optim.Adam([u], lr=lr, betas=(0.5, 0.9), eps=1e-8)
             for it in range(iterations):
-                for group in opt.param_groups:
-                    group["lr"] = 0.5 * (1 + math.cos(math.pi * it / iterations)) * lr
+                _cosine_lr(opt, it, iterations, lr)
                 shifts = tuple(int(s) for s in torch.randint(0, jitter + 1, (2,), generator=g))
                 x = torch.roll((base + u).reshape(k * C, *shape), shifts=shifts, dims=(-2, -1))
-                with bn_inputs(teacher) as seen:
-                    logits = teacher(x)
-                ce = F.cross_entropy(logits, targets, reduction="none").view(k, C).mean(1)
-                bn = bn_matching_loss([f for _, f in seen], [b.running_mean for b, _ in seen], [b.running_var for b, _ in seen],
-                                      first_multiplier=first_multiplier, groups=k, reduction="none")
+                ce, bn = _recovery_terms(teacher, x, C, k, first_multiplier)
                 loss = voting_recover_loss(ce, bn, torch.ones(k), r_bn)
                 opt.zero_grad()
                 loss.backward()
