@@ -224,6 +224,23 @@ def test_load_pool_refuses_more_than_the_subset_holds(monkeypatch):
 # ----------------------------------------------------------------------------- SRe2L, CV-DD (P34), INFER (P68)
 
 
+def test_convnet_batch_norm_option_and_mixup():
+    net = ConvNet(width=4, norm="batch")
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules()) == 3
+    assert not any(isinstance(m, torch.nn.GroupNorm) for m in net.modules())
+    with pytest.raises(ValueError, match="norm"):
+        ConvNet(norm="layer")
+    from cookbook.data.augment import mixup
+
+    x = torch.arange(4.0).view(4, 1, 1, 1)
+    mixed, perm, lam = mixup(x, 0.8, generator=torch.Generator().manual_seed(0))
+    again = mixup(x, 0.8, generator=torch.Generator().manual_seed(0))
+    assert 0 <= lam <= 1 and sorted(perm.tolist()) == [0, 1, 2, 3] and again[2] == lam and torch.equal(again[1], perm)
+    assert torch.allclose(mixed, lam * x + (1 - lam) * x[perm])
+    with pytest.raises(ValueError):
+        mixup(x, 0.0)
+
+
 @functools.cache
 def _bn_teacher_cached(seed):
     X, y = _pool()
