@@ -14,7 +14,8 @@ import torch.nn.functional as F
 
 from cookbook.data.augment import random_shift_flip
 from cookbook.metrics import accuracy, per_class_accuracy
-from cookbook.models import MLP, SmallCNN, TinyResNet
+from cookbook.models import MLP, PlainCNN, SmallCNN, TinyResNet
+from cookbook.models.convnet import ConvNet
 from cookbook.models.diffusion import fmnist_unet
 from cookbook.teachers.spec import TeacherSpec
 from cookbook.train import evaluate, fit, predict
@@ -72,14 +73,20 @@ def fmnist_cnn_labelled(seed: int = 0, *, n_labelled: int, subset_seed: int, epo
 
 
 def _fit_fmnist(model: torch.nn.Module, seed: int, epochs: int, lr: float, desc: str,
-                augment: bool = True) -> tuple[torch.nn.Module, dict]:
-    """Train ``model`` on Fashion-MNIST train (55k) (shift+flip if ``augment``), AdamW ``lr`` cosine, weight
-    decay 5e-4, batch 256; keep the epoch with the best validation accuracy; return (model, metrics)."""
+                augment: bool = True, pool: bool = False) -> tuple[torch.nn.Module, dict]:
+    """Train ``model`` on Fashion-MNIST train (55k; with ``pool`` only the 10k class-balanced pool of
+    the dataset-distillation notebooks, ``load_fashion_mnist_pool``) (shift+flip if ``augment``),
+    AdamW ``lr`` cosine, weight decay 5e-4, batch 256; keep the epoch with the best validation
+    accuracy; return (model, metrics on the full 10k test set)."""
     from cookbook.data import load_fashion_mnist, normalize_images
+    from cookbook.data.images import load_fashion_mnist_pool
 
     torch.manual_seed(seed)
     (X, y), (Xv, yv), (Xt, yt) = (load_fashion_mnist(s) for s in ("train", "val", "test"))
     X, Xv, Xt = (normalize_images(a) for a in (X, Xv, Xt))
+    if pool:
+        data = load_fashion_mnist_pool(n=10_000)
+        X, y = data["X"], data["y"]
     gen = torch.Generator().manual_seed(seed + 1)
 
     def loss_fn(m, xb, yb):
@@ -102,6 +109,22 @@ def fmnist_mlp(seed: int = 0, epochs: int = 15) -> tuple[torch.nn.Module, dict]:
     No augmentation: shifted images cost an MLP (no translation invariance) ~3 points here."""
     torch.manual_seed(seed)
     return _fit_fmnist(MLP(hidden=(256, 256)), seed, epochs, lr=1e-3, desc="fmnist-mlp", augment=False)
+
+
+POOL_TEACHERS = {   # name -> architecture: the committee of notebook 03c (SRe2L, CV-DD, INFER), all BatchNorm
+    "fmnist-pool-convbn": lambda: ConvNet(width=16, depth=3, norm="batch"),
+    "fmnist-pool-convbn-d4": lambda: ConvNet(width=16, depth=4, norm="batch"),
+    "fmnist-pool-resnet": lambda: TinyResNet(width=16),
+    "fmnist-pool-plaincnn": lambda: PlainCNN(),
+}
+
+
+def fmnist_pool_teacher(name: str, seed: int = 0, epochs: int = 20) -> tuple[torch.nn.Module, dict]:
+    """A BatchNorm teacher of ``POOL_TEACHERS`` trained on the 10k pool only (all its labels), shift+flip,
+    AdamW 3e-3 cosine, 20 epochs, best validation epoch kept: the pool is all any method of 03a/03c
+    distils from, so a teacher trained on it adds no data the other methods do not see."""
+    torch.manual_seed(seed)
+    return _fit_fmnist(POOL_TEACHERS[name](), seed, epochs, lr=3e-3, desc=name, pool=True)
 
 
 LT_N_MAX, LT_IMBALANCE = 1000, 100     # the long-tailed Fashion-MNIST of notebook 01b (2,478 images)
@@ -327,4 +350,13 @@ SPECS: dict[str, TeacherSpec] = {spec.name: spec for spec in (
                     "Fashion-MNIST 55k at 16x16, cosine schedule, v-prediction (TrigFlow), 3500 x 128 steps, EMA",
         labels="all 55,000 Fashion-MNIST training labels (as class conditions)",
     ),
-)}
+)} | {name: TeacherSpec(
+    name=name,
+    architecture=arch,
+    recipe=lambda seed, name=name: fmnist_pool_teacher(name, seed),
+    metric="test_acc",
+    description=f"{desc}, BatchNorm, trained on the 10k class-balanced Fashion-MNIST "
+                "pool of notebooks 03a/03c only (all 10k labels), shift+flip, 20 epochs AdamW; a committee member of 03c",
+    labels="the 10,000 labels of the class-balanced Fashion-MNIST pool of notebooks 03a/03c",
+) for (name, arch), desc in zip(POOL_TEACHERS.items(), ("ConvNet-3 width 16", "ConvNet-4 width 16",
+                                                          "TinyResNet width 16", "PlainCNN 8-16-32"))}
