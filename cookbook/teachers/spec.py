@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 
@@ -16,6 +17,7 @@ class TeacherSpec:
     recipe: Callable[[int], tuple[nn.Module, dict]]    # seed -> (trained model, measured metrics)
     metric: str                                        # headline metric name in the metrics dict
     description: str
+    storage_dtype: torch.dtype | None = None           # e.g. torch.float16 halves the asset; None keeps it
 
     @property
     def asset(self) -> str:
