@@ -182,3 +182,65 @@ def gain_table(scores: dict[str, dict[int, dict[str, float]]], baselines: dict[s
         cells += [str(len(seeds)), "" if not seconds or method not in seconds else f"{seconds[method]:.2f}"]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- on-policy data
+
+
+@torch.no_grad()
+def on_policy_batch(student: nn.Module, teacher: nn.Module, ids: Tensor, prompt_len: int, k: int, *,
+                    generator: torch.Generator | None = None, temperature: float = 1.0):
+    """The student writes the rest of each window after its first ``prompt_len`` tokens (sampled at
+    ``temperature``); the live teacher reads the result. Returns (ids (B, L), the teacher's top-k
+    on them (B*L rows), mask (B*L,) of the positions that predict a generated token)."""
+    from cookbook.losses.llm import TopKTeacher
+    from cookbook.models.lm import continue_ids
+
+    batch, length = ids.shape
+    ids = continue_ids(student, ids[:, :prompt_len], length - prompt_len, greedy=False,
+                       temperature=temperature, generator=generator)
+    student.train()
+    teacher_k = TopKTeacher.from_logits(teacher(ids).logits.flatten(0, 1), k)
+    mask = (torch.arange(length) >= prompt_len - 1).repeat(batch)
+    mask[length - 1::length] = False                                  # the last position has no next token
+    return ids, teacher_k, mask
+
+
+class AdaptiveOffPolicy:
+    r"""DistiLLM's adaptive off-policy scheduler (Ko et al., ICML 2024, arXiv 2402.03898, Alg. 1).
+
+    The share of steps trained on student-generated outputs starts at ``threshold`` = 0 and rises
+    by 0.1 each time the validation loss has risen by at least ``loss_eps`` above the last
+    reference (official code: ``finetune.py``, init 0.0, loss_eps 0.1); the reference moves only
+    then. At step s with probability threshold * (1 - s / total) ("decreasing" replay ratio) the
+    student writes fresh outputs (stored in a replay buffer of ``capacity``), otherwise with
+    probability threshold a stored one is reused, else the step uses the data. ``choose`` returns
+    "fresh", "replay" or "data"; call ``update(val_loss)`` after every validation.
+    """
+
+    def __init__(self, total_steps: int, *, loss_eps: float = 0.1, capacity: int = 1000, seed: int = 0):
+        if total_steps < 1 or loss_eps < 0 or capacity < 1:
+            raise ValueError("need total_steps >= 1, loss_eps >= 0 and capacity >= 1")
+        self.total, self.loss_eps, self.capacity = total_steps, loss_eps, capacity
+        self.threshold, self.reference, self.buffer = 0.0, None, []
+        self.rng = np.random.default_rng(seed)
+
+    def update(self, val_loss: float) -> float:
+        if self.reference is None:
+            self.reference = val_loss
+        elif val_loss >= self.reference + self.loss_eps:
+            self.threshold, self.reference = min(1.0, self.threshold + 0.1), val_loss
+        return self.threshold
+
+    def choose(self, step: int) -> str:
+        r = self.rng.uniform()
+        fresh = self.threshold * (1 - step / self.total)
+        if r < fresh or (r < self.threshold and len(self.buffer) < self.capacity):
+            return "fresh"
+        return "replay" if r < self.threshold and self.buffer else "data"
+
+    def store(self, item) -> None:
+        self.buffer = (self.buffer + [item])[-self.capacity:]
+
+    def replay(self):
+        return self.buffer[int(self.rng.integers(len(self.buffer)))]

@@ -37,8 +37,8 @@ from cookbook.train import train_lm, uniform_sampler
 NAME = "stdlib-llama-3m"
 HELD_OUT = "web"                       # the domain the student never reads (see the module docstring)
 PRETRAIN_DOMAINS = tuple(d for d in DOMAINS if d != HELD_OUT)
-SEQ_LEN, BATCH, STEPS, LR, WARMUP, WEIGHT_DECAY = 128, 16, 1500, 3e-3, 100, 0.01
-EVAL_LEN, EVAL_WINDOWS = 64, 256       # the notebooks' window length; held-out windows per score
+SEQ_LEN, BATCH, STEPS, LR, WARMUP, WEIGHT_DECAY = 128, 16, 1200, 3e-3, 100, 0.01
+EVAL_LEN, EVAL_WINDOWS = 64, 128       # the notebooks' window length; held-out windows per score
 
 
 def architecture() -> nn.Module:
@@ -61,9 +61,9 @@ def perplexity_on(model: nn.Module, ids: Tensor, batch_size: int = 32) -> float:
     return math.exp(nll / (ids.shape[0] * (ids.shape[1] - 1)))
 
 
-def held_out_windows(tokenizer, domains, n: int = EVAL_WINDOWS, seed: int = 0) -> Tensor:
-    """A fixed sample of n test-split windows (EVAL_LEN tokens) of ``domains``."""
-    ids, dom = lm_windows(tokenizer, "test", EVAL_LEN)
+def held_out_windows(tokenizer, domains, n: int = EVAL_WINDOWS, seed: int = 0, split: str = "test") -> Tensor:
+    """A fixed sample of n windows (EVAL_LEN tokens) of ``domains`` from the corpus split."""
+    ids, dom = lm_windows(tokenizer, split, EVAL_LEN)
     keep = torch.isin(dom, torch.tensor(domain_names(domains)))
     return sample_windows(ids[keep], dom[keep], min(n, int(keep.sum())), seed)[0]
 
@@ -82,7 +82,13 @@ def stdlib_llama(seed: int = 0, steps: int = STEPS, lr: float = LR) -> tuple[nn.
     model = tiny_llama(49_152, seed=seed, embedding=embedding)
     init_ppl = perplexity_on(model, seen)
 
+    monitor = held_out_windows(tokenizer, PRETRAIN_DOMAINS, 64, split="val")
+
     def ce(student, rows, step, run):
+        if step % 250 == 0 and step:               # progress on validation windows (not used to choose)
+            run.log(val_ppl=perplexity_on(student, monitor))
+            student.train()
+            print(f"step {step}: validation perplexity {run.logs['val_ppl'][-1]:.1f}", flush=True)
         ids = train[rows]
         hidden = student.model(ids).last_hidden_state.flatten(0, 1)                  # (B*L, 64)
         return fused_linear_ce(hidden, student.lm_head.weight, shift_labels(ids))
@@ -107,6 +113,7 @@ def stdlib_llama(seed: int = 0, steps: int = STEPS, lr: float = LR) -> tuple[nn.
         "epochs": round(steps * BATCH / len(train), 2),
         "optimizer": f"AdamW lr {lr}, warm-up {WARMUP}, cosine, weight decay {WEIGHT_DECAY}, clip 1.0",
         "final_train_loss": round(sum(run.loss[-50:]) / len(run.loss[-50:]), 4),
+        "val_ppl_every_250_steps": [round(v, 1) for v in run.logs.get("val_ppl", [])],
         "train_seconds": round(run.seconds, 1),
         "storage": "float16",
     }
