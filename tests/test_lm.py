@@ -1,4 +1,4 @@
-"""The small-LM pieces of notebook 05 (models.lm, data.stdlib windows, train.train_lm, metrics) and the
+"""The small-LM pieces of notebooks 05a/05b (models.lm, data.stdlib windows, train.train_lm, metrics) and the
 committed SmolLM2 assets."""
 
 import importlib.util
@@ -10,7 +10,13 @@ import torch
 from cookbook.data.stdlib import DOMAINS, domain_id, domain_names, sample_windows
 from cookbook.losses.llm import shift_labels, token_ce
 from cookbook.metrics import code_tokens, evaluate_lm, exact_match, rouge_l, teacher_perplexity
-from cookbook.models.lm import complete_lines, continue_ids, first_line, low_rank_embedding, tiny_llama
+from cookbook.models.lm import (
+    complete_lines,
+    continue_ids,
+    first_line,
+    low_rank_embedding,
+    tiny_llama,
+)
 from cookbook.teachers.llm import stdlib_caches
 from cookbook.teachers.topk_cache import build_topk_cache
 from cookbook.train import train_lm, uniform_sampler

@@ -7,8 +7,8 @@ every method reads the same windows in the same order for a given seed. :func:`r
 each seed from the same registered checkpoint (``stdlib-llama-3m``), so seeds differ only in the
 order of the windows (and in any sampling a method does); :func:`score` measures every student on
 held-out windows (perplexity, top-1 agreement with the teacher) and on held-out code lines (exact
-match and ROUGE-L of greedy completions); :func:`gain_table` pairs each method with its baseline
-seed by seed (``cookbook.results.paired_gain``).
+match and ROUGE-L of greedy completions); ``cookbook.results.paired_table`` pairs each method with
+its baseline seed by seed (``paired_gain``), with the column spec ``METRICS``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from cookbook.kernels import fused_linear_ce, fused_linear_distill
 from cookbook.losses.llm import shift_labels
 from cookbook.metrics import evaluate_lm, exact_match, rouge_l
 from cookbook.models.lm import complete_lines
-from cookbook.results import mean_std, paired_gain
 from cookbook.train import LMRun, train_lm, uniform_sampler
 
 LossFn = Callable[[nn.Module, Tensor, int, LMRun], Tensor]
@@ -152,36 +151,9 @@ def score(model: nn.Module, eval_cache, lines, tokenizer, rows=None) -> dict[str
     return metrics
 
 
+# the metrics of :func:`score`: name -> (column label, scale, format), for ``results.paired_table``
 METRICS = {"ppl": ("perplexity", 1.0, "{:.2f}"), "agreement": ("top-1 agreement (%)", 100.0, "{:.2f}"),
            "rouge_l": ("ROUGE-L (%)", 100.0, "{:.1f}"), "exact_match": ("exact match (%)", 100.0, "{:.1f}")}
-
-
-def gain_table(scores: dict[str, dict[int, dict[str, float]]], baselines: dict[str, str],
-               seconds: dict[str, float] | None = None, gain_metrics: Sequence[str] = ("ppl", "agreement")) -> str:
-    """Markdown: one row per method, mean +- std over seeds of every metric, then each of
-    ``gain_metrics`` minus its baseline's, seed by seed (``paired_gain``; ppl in ppl units, the
-    others in points), then seeds and seconds per step."""
-    head = [METRICS[m][0] for m in METRICS] + [f"Δ {METRICS[m][0].split(' (')[0]} vs baseline (per seed)"
-                                              for m in gain_metrics] + ["seeds", "s / step"]
-    lines = ["| method | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
-    for method, by_seed in scores.items():
-        seeds = sorted(by_seed)
-        cells = []
-        for metric, (_, scale, form) in METRICS.items():
-            m, s = mean_std([scale * by_seed[k][metric] for k in seeds])
-            cells.append(f"{form.format(m)} ± {form.format(s)}")
-        base = baselines.get(method)
-        for metric in gain_metrics:
-            if base is None:
-                cells.append("")
-                continue
-            scale = METRICS[metric][1]
-            g = paired_gain([by_seed[k][metric] for k in seeds], [scores[base][k][metric] for k in seeds],
-                            scale=scale)
-            cells.append(f"{g.mean:+.2f} ({', '.join(f'{d:+.1f}' for d in g.per_seed)}) vs {base}")
-        cells += [str(len(seeds)), "" if not seconds or method not in seconds else f"{seconds[method]:.2f}"]
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- on-policy data

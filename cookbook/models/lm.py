@@ -1,10 +1,12 @@
-"""Small causal LMs (notebook 05): a Llama-architecture student and a plain continuation loop.
+"""Small causal LMs (notebooks 05a/05b): a Llama-architecture student, its embedding init, and decoding.
 
 The student shares the teacher's tokenizer (SmolLM2, 49,152 tokens), so every distillation loss
 compares distributions over the same vocabulary. With a vocabulary that large the output head
 dominates the cost of a small model (49,152 x H weights, a (tokens x 49,152) matrix per step), so
-the student is narrow (H = 64) and trained from scratch: a truncated copy of the teacher would keep
-its 576-wide head, 9x the cost per step on a CPU.
+the student is narrow (H = 64): a truncated copy of the teacher would keep its 576-wide head, 9x
+the cost per step on a CPU. Its embedding can start as the teacher's table projected on its top
+principal directions (``low_rank_embedding``); the pre-trained checkpoint built that way is the
+registered ``stdlib-llama-3m`` (``cookbook.teachers.lm_student``).
 """
 
 from __future__ import annotations

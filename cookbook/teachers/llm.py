@@ -116,7 +116,7 @@ def load_teacher(num_layers: int | None = None, attn_implementation: str = "sdpa
     """
     from transformers import LlamaForCausalLM
 
-    from cookbook.teachers.registry import freeze
+    from cookbook.teachers.spec import freeze
 
     model = LlamaForCausalLM.from_pretrained(model_dir(), attn_implementation=attn_implementation)
     if num_layers is not None:

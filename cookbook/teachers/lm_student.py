@@ -17,7 +17,8 @@ notebooks start from this registered checkpoint instead:
 - **Storage:** float16 safetensors (6.8 MB); the card's perplexities are measured after rounding.
 
 ``python -m cookbook.teachers build stdlib-llama-3m`` rebuilds it (the card records steps, tokens,
-seconds and device). ``pretrained_student()`` returns a trainable copy; ``teachers.load`` a frozen one.
+seconds and device). ``teachers.load("stdlib-llama-3m", trainable=True)`` returns a copy to
+train (train mode, gradients on); ``teachers.load("stdlib-llama-3m")`` a frozen one.
 """
 
 from __future__ import annotations
@@ -70,7 +71,8 @@ def held_out_windows(tokenizer, domains, n: int = EVAL_WINDOWS, seed: int = 0, s
 
 def stdlib_llama(seed: int = 0, steps: int = STEPS, lr: float = LR) -> tuple[nn.Module, dict]:
     """The recipe: teacher-PCA embedding, then CE on the stdlib train windows outside ``HELD_OUT``."""
-    from cookbook.teachers.llm import NAME as TEACHER, load_teacher, load_tokenizer
+    from cookbook.teachers.llm import NAME as TEACHER
+    from cookbook.teachers.llm import load_teacher, load_tokenizer
 
     tokenizer = load_tokenizer()
     train = domain_windows(tokenizer, "train", SEQ_LEN, PRETRAIN_DOMAINS)            # (S, 128)
@@ -129,13 +131,3 @@ SPEC = TeacherSpec(
                 "code + docs except 'web'; the competent student of notebooks 05a/05b",
     storage_dtype=torch.float16,
 )
-
-
-def pretrained_student(device: torch.device | str = "cpu") -> nn.Module:
-    """A trainable copy of ``stdlib-llama-3m`` (train mode, gradients on), checked by sha256.
-
-    ``cookbook.teachers.load("stdlib-llama-3m")`` gives the same weights frozen in eval mode.
-    """
-    from cookbook.teachers.registry import load
-
-    return load(NAME, device).requires_grad_(True).train()

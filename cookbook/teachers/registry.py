@@ -17,7 +17,7 @@ from torch import nn
 
 from cookbook import assets
 from cookbook.config import ASSETS
-from cookbook.teachers.spec import TeacherSpec
+from cookbook.teachers.spec import TeacherSpec, freeze
 from cookbook.utils import device_name, git_commit, weights_version
 
 REGISTRY: dict[str, TeacherSpec] = {}   # teachers registered at run time (``register``)
@@ -56,14 +56,6 @@ def card(name: str) -> dict:
     return json.loads(assets.asset(get_spec(name).card).read_text())
 
 
-def freeze(model: nn.Module) -> nn.Module:
-    """Eval mode and no gradients: a teacher never trains (and BatchNorm statistics never move)."""
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
-
-
 def _aliases(model: nn.Module) -> dict[str, str]:
     """State-dict keys that share storage with an earlier key (tied weights) -> that earlier key."""
     first, out = {}, {}
@@ -76,11 +68,13 @@ def _aliases(model: nn.Module) -> dict[str, str]:
     return out
 
 
-def load(name: str, device: torch.device | str = "cpu") -> nn.Module:
+def load(name: str, device: torch.device | str = "cpu", trainable: bool = False) -> nn.Module:
     """The registered teacher ``name``: architecture + sha256-checked safetensors weights, frozen.
 
-    Weights stored in a lower precision (``TeacherSpec.storage_dtype``) are cast back to the
-    architecture's dtype; tied weights (e.g. a tied LM head) are stored once.
+    ``trainable=True`` returns it in train mode with gradients on instead: a registered *student*
+    checkpoint to start from (e.g. ``stdlib-llama-3m``). Weights stored in a lower precision
+    (``TeacherSpec.storage_dtype``) are cast back to the architecture's dtype; tied weights (e.g.
+    a tied LM head) are stored once.
     """
     spec = get_spec(name)
     path = assets.asset(spec.asset)               # raises a clear error if missing or corrupt
@@ -89,7 +83,7 @@ def load(name: str, device: torch.device | str = "cpu") -> nn.Module:
     if unexpected or set(missing) - set(_aliases(model)):
         raise ValueError(f"{path} does not fit {name}'s architecture (missing {sorted(missing)[:5]}, "
                          f"unexpected {sorted(unexpected)[:5]}): rebuild it")
-    model = freeze(model.to(device))
+    model = freeze(model.to(device)) if not trainable else model.to(device).requires_grad_(True).train()
     model.fingerprint = assets.read_manifest()[spec.asset][0][:16]   # keys the output caches ...
     model.fingerprint_version = weights_version(model)                # ... until the weights change
     return model

@@ -26,3 +26,11 @@ class TeacherSpec:
     @property
     def card(self) -> str:
         return f"teachers/{self.name}.json"
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    """Eval mode and no gradients: a teacher never trains (and BatchNorm statistics never move)."""
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
