@@ -375,6 +375,20 @@ def domain_names(domains) -> list[int]:
     return [names.index(d) for d in domains]
 
 
+def _string_lines(text: str) -> set[int]:
+    """0-based numbers of the lines that lie inside a multi-line string (docstrings), not its first."""
+    import io
+
+    inside = set()
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(text).readline):
+            if tok.type == tokenize.STRING and tok.end[0] > tok.start[0]:
+                inside.update(range(tok.start[0], tok.end[0]))      # 1-based start line + 1 .. end, as 0-based
+    except (tokenize.TokenError, SyntaxError, IndentationError):
+        pass
+    return inside
+
+
 @dataclass
 class LineCompletionSet:
     """Held-out code lines to complete: ``prompts`` (n, context) token ids that end right after a
@@ -395,8 +409,8 @@ def line_completion_set(tokenizer, split: str, n: int, *, domains=None, context:
     A line starts right after a token that holds a newline (with SmolLM2's tokenizer that token
     also carries the indentation but one space, so the prompt ends exactly where the corpus's own
     tokenisation does). Its reference is the decoded text up to the next newline, stripped; lines
-    with fewer than ``min_chars`` characters, comments and docstring-like lines (starting with
-    ``#``, quotes) are skipped. Code documents only, of ``domains`` (names of ``DOMAINS``; None:
+    with fewer than ``min_chars`` characters, comments, lines starting with a quote and lines
+    inside multi-line strings (docstrings) are skipped. Code documents only, of ``domains`` (names of ``DOMAINS``; None:
     all); the n lines are drawn at random (``seed``) from every qualifying line, in corpus order.
     """
     check_choice("split", split, SPLITS[:3])
@@ -407,8 +421,10 @@ def line_completion_set(tokenizer, split: str, n: int, *, domains=None, context:
             continue
         toks = tokenizer(doc.text, add_special_tokens=False).input_ids
         pieces = [tokenizer.decode([t]) for t in toks]
+        in_strings, line_no = _string_lines(doc.text), 0
         for p in range(context, len(toks) - 1):
-            if "\n" not in pieces[p - 1]:
+            line_no += pieces[p - 1].count("\n") if p > context else "".join(pieces[:p]).count("\n")
+            if "\n" not in pieces[p - 1] or line_no in in_strings:
                 continue
             line = "".join(pieces[p:p + 64]).split("\n", 1)[0].strip()
             if len(line) >= min_chars and not line.startswith(("#", '"', "'")):
