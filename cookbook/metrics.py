@@ -3,6 +3,7 @@
 Classification metrics take logits (N, C) or predicted labels (N,); LM metrics read a top-k
 teacher cache of held-out sequences (``cookbook.teachers.topk_cache``). Every notebook and the
 training loop score with these, so two notebooks cannot disagree on what "accuracy" means.
+Generated code lines are scored by exact match and ROUGE-L (``torchmetrics``).
 Group fairness gaps (demographic parity, equalised odds) take hard binary predictions and a
 group id per example. Ranking metrics (MRR@k, nDCG@k, Recall@k) are computed by ``ranx``
 (Bassani, ECIR 2022), a maintained library checked against trec_eval, from a score matrix or a
@@ -87,6 +88,39 @@ def teacher_perplexity(cache, rows=None) -> float:
     rows = slice(None) if rows is None else rows
     target = cache.get("target_logprobs", rows)[:, :-1]
     return perplexity(-target.double().mean().item())
+
+
+def _check_texts(predictions: list[str], references: list[str]) -> None:
+    if len(predictions) != len(references) or not references:
+        raise ValueError(f"need as many predictions as references (> 0), got {len(predictions)} and {len(references)}")
+
+
+def exact_match(predictions: list[str], references: list[str]) -> float:
+    """Share of predictions equal to their reference after stripping surrounding whitespace."""
+    _check_texts(predictions, references)
+    return sum(p.strip() == r.strip() for p, r in zip(predictions, references)) / len(references)
+
+
+def code_tokens(text: str) -> list[str]:
+    """Identifiers, numbers and single punctuation marks: the units ROUGE-L counts in code."""
+    import re
+
+    return re.findall(r"\w+|[^\w\s]", text)
+
+
+def rouge_l(predictions: list[str], references: list[str]) -> float:
+    """Mean ROUGE-L F1 (longest common subsequence) of each prediction against its reference.
+
+    Computed by ``torchmetrics`` over :func:`code_tokens` (its default tokenizer drops punctuation,
+    which is half of a code line), case kept. The metric of MiniLLM / DistiLLM / GKD's
+    generations, here on completed code lines.
+    """
+    from torchmetrics.functional.text.rouge import rouge_score
+
+    _check_texts(predictions, references)
+    scores = [rouge_score(p, r, rouge_keys=("rougeL",), tokenizer=code_tokens, normalizer=lambda t: t)
+              ["rougeL_fmeasure"].item() for p, r in zip(predictions, references)]
+    return sum(scores) / len(scores)
 
 
 def _group_rates(pred: Tensor, groups: Tensor, mask: Tensor) -> Tensor:

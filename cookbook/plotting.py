@@ -202,3 +202,28 @@ def plot_benchmark(rows: Sequence[Mapping], *, title: str = "", axes=None):
     axes[0].legend(fontsize=7)
     axes[0].figure.suptitle(title or "fused head + KD loss, one forward + backward")
     return axes
+
+
+def paired_gains(gains: Mapping[str, Sequence[float]], *, claims: Mapping[str, int] | None = None,
+                 xlabel: str = "", title: str = "", ax=None):
+    """Per-seed paired differences (method - its baseline), one row per method, one dot per seed.
+
+    ``claims`` marks the direction each paper reports (+1: the method raises the metric, -1: lowers
+    it) with a grey arrow at the row's end, so "ours vs the paper's claim" reads in one glance.
+    """
+    ax = ax or plt.subplots(figsize=(6, 0.45 * len(gains) + 1.2))[1]
+    names = list(gains)
+    for i, name in enumerate(names):
+        values = np.asarray(gains[name], dtype=float)
+        ax.scatter(values, np.full(len(values), i), color="tab:blue", zorder=3)
+        ax.plot([values.mean()] * 2, [i - 0.3, i + 0.3], color="tab:blue", lw=2)
+    ax.axvline(0, color="gray", lw=1)
+    lo, hi = ax.get_xlim()
+    for i, name in enumerate(names):
+        if claims and name in claims:
+            ax.annotate("paper", xy=(hi if claims[name] > 0 else lo, i), fontsize=7, color="gray", va="center",
+                        ha="right" if claims[name] > 0 else "left")
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.invert_yaxis()
+    ax.set(xlabel=xlabel, title=title)
+    return ax
