@@ -150,6 +150,17 @@ def test_paired_gains_plot():
         plotting.paired_gains({})
 
 
+def test_matrices_share_one_colour_scale_and_per_class_plot():
+    axes = plotting.matrices({"a": [[1.0, 0.0], [0.0, 1.0]], "b": [[0.5, -0.5], [-0.5, 0.5]]}, vmin=-1, vmax=1)
+    assert [ax.images[0].get_clim() for ax in axes] == [(-1, 1), (-1, 1)]
+    with pytest.raises(ValueError, match="at least one"):
+        plotting.matrices({}, vmin=0, vmax=1)
+    ax = plotting.per_class_vs_count([100, 10, 1], {"cls": [[0.9, 0.5, 0.1], [0.8, 0.4, 0.0]], "dist": [0.7, 0.6, 0.5]})
+    assert len(ax.lines) == 2 and ax.get_xscale() == "log"
+    assert list(ax.lines[0].get_xdata()) == [1, 10, 100]                    # sorted by count
+    assert list(ax.lines[1].get_ydata()) == [0.5, 0.6, 0.7]
+
+
 def test_torchvision_timm_transformers_import_after_cookbook():
     # CPU torch + PyPI's CUDA torchvision: the import hook in cookbook._compat must make all three work
     import subprocess
