@@ -119,6 +119,8 @@ def test_exercise_checks(capsys):
     assert exercises.check_soft_targets(soft_targets) is True
     assert exercises.check_kd_loss(lambda s, t, T: kd_loss(s, t, T=T)) is True
     assert exercises.check_semi_supervised_kd(lambda s, t, y, T, a: kd_loss(s, t, T=T, labels=y, alpha=a)) is True
+    assert exercises.check_gradient_exponent(lambda: -2) is True          # the T^2 factor undoes T^-2
+    assert exercises.check_gradient_exponent(lambda: -1) is False
 
     def stub(*args):
         raise NotImplementedError
@@ -159,6 +161,28 @@ def test_matrices_share_one_colour_scale_and_per_class_plot():
     assert len(ax.lines) == 2 and ax.get_xscale() == "log"
     assert list(ax.lines[0].get_xdata()) == [1, 10, 100]                    # sorted by count
     assert list(ax.lines[1].get_ydata()) == [0.5, 0.6, 0.7]
+
+
+def test_paired_gains_claims_set_direction():
+    # perplexity: lower is better, so a negative mean is the good colour and the arrow points left
+    ax = plotting.paired_gains({"CE+KL": [-1.0, -2.0], "RKL": [3.0, 4.0]}, claims={"CE+KL": -1, "RKL": -1})
+    good, bad = (p.get_facecolor()[:3] for p in ax.patches)
+    assert good != bad
+    assert [t.get_text() for t in ax.texts] == ["\u2190 paper", "\u2190 paper"]
+    same = plotting.paired_gains({"x": [-1.0, -2.0]}, higher_is_better=False)
+    assert same.patches[0].get_facecolor()[:3] == good
+    with pytest.raises(ValueError, match="claims"):
+        plotting.paired_gains({"x": [1.0]}, claims={"x": 2})
+
+
+def test_sweeps_plot():
+    axes = plotting.sweeps({"all": {"KD": {"T=1": 0.8, "T=4": 0.9}, "PLD": {"T=1": 0.85}},
+                            "1k": {"KD": {"T=1": 0.7, "T=4": 0.6}}}, chosen={("all", "KD"): "T=4"})
+    assert axes.shape == (2, 2)
+    assert [t.get_text() for t in axes[0, 0].get_xticklabels()] == ["T=1", "T=4"]
+    assert len(axes[0, 0].lines) == 2 and len(axes[1, 0].lines) == 1      # the chosen point is circled
+    with pytest.raises(ValueError, match="at least one"):
+        plotting.sweeps({})
 
 
 def test_torchvision_timm_transformers_import_after_cookbook():
