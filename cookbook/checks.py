@@ -199,6 +199,12 @@ def check_indices(name: str, idx: object, size: int, *, shape: tuple[int, ...] |
         raise ValueError(f"{name} must hold distinct ids within each row (a repeated id)")
 
 
+def check_keep(keep: object, batch: int, num_patches: int) -> None:
+    """keep: int64 (batch, K) visible patch ids in [0, num_patches), distinct within each image (MAE masks)."""
+    check_tensor("keep", keep, ndim=2)
+    check_indices("keep", keep, num_patches, shape=(batch, keep.shape[1]), unique_rows=True, what="patches")
+
+
 def check_edge_index(edge_index: torch.Tensor, num_nodes: int, rows: str) -> None:
     """edge_index must be int64 (2, E) with ids in 0..num_nodes-1; ``rows`` says what they index."""
     check_tensor("edge_index", edge_index)

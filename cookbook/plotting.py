@@ -144,6 +144,51 @@ def heatmap(values, row_labels: Sequence, col_labels: Sequence, *, xlabel: str =
     return ax
 
 
+def matrices(mats: Mapping[str, Sequence[Sequence[float]]], *, vmin: float, vmax: float, cmap: str = "RdBu_r",
+             label: str = "", title: str = "", axes=None):
+    """Small multiples of square matrices (e.g. token-similarity graphs) on ONE colour scale.
+
+    ``mats``: {panel title: (N, N) values}; every panel uses [vmin, vmax] and one colour bar is
+    drawn for all, so equal colours mean equal values across panels.
+    """
+    if not mats:
+        raise ValueError("matrices needs at least one panel")
+    if axes is None:
+        axes = plt.subplots(1, len(mats), figsize=(2.6 * len(mats) + 0.8, 2.6), squeeze=False)[1][0]
+    for ax, (name, values) in zip(axes, mats.items()):
+        im = ax.imshow(np.asarray(values, dtype=float), vmin=vmin, vmax=vmax, cmap=cmap)
+        ax.set_title(name, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.grid(False)
+    axes[0].figure.colorbar(im, ax=list(axes), shrink=0.85, label=label)
+    if title:
+        axes[0].figure.suptitle(title, fontsize=10)
+    return axes
+
+
+def per_class_vs_count(counts: Sequence[int], series: Mapping[str, Sequence[Sequence[float]]], *,
+                       ylabel: str = "test accuracy per class", title: str = "", ax=None):
+    """Per-class accuracy against the class's training count (log x), one line per series.
+
+    ``series``: {label: per-class values per seed, (seeds, C)}: the mean over seeds is the line,
+    the min-max over seeds the band. The long-tail figure: head classes right, tail classes left.
+    """
+    ax = ax or plt.subplots(figsize=(6, 3.4))[1]
+    order = np.argsort(np.asarray(counts))
+    x = np.asarray(counts, dtype=float)[order]
+    for label, values in series.items():
+        arr = np.asarray(values, dtype=float)
+        arr = (arr[None] if arr.ndim == 1 else arr)[:, order]                  # (seeds, C)
+        line, = ax.plot(x, arr.mean(0), marker="o", ms=4, label=label)
+        if arr.shape[0] > 1:
+            ax.fill_between(x, arr.min(0), arr.max(0), color=line.get_color(), alpha=0.15)
+    ax.set_xscale("log")
+    ax.set(xlabel="training images of the class (log scale)", ylabel=ylabel, title=title, ylim=(-0.02, 1.02))
+    ax.legend(fontsize=8)
+    return ax
+
+
 def soft_targets(probs: Mapping[str, Sequence[float]], class_names: Sequence[str], *, image=None,
                  title: str = "", ax=None):
     """Grouped bars of class probabilities, one group per setting (e.g. {"T=1": p, "T=4": p}),

@@ -23,7 +23,7 @@ from cookbook import checks
 from cookbook.config import ROOT
 from cookbook.kernels import TeacherHead, auto_chunk_size, fused_linear_distill
 from cookbook.losses.attention import attention_relation_loss, attention_relations
-from cookbook.models.vision import random_keep
+from cookbook.models.vision import gather_patches, mask_patches, random_keep
 
 NAN, INF = float("nan"), float("inf")
 B, C = 4, 10
@@ -128,7 +128,8 @@ CASES = [
     ("node numpy", lambda: LS.token_node_loss(tokens().numpy(), tokens(seed=1)), TypeError, "student_tokens"),
     ("relation numpy", lambda: LS.token_relation_loss(tokens(), tokens(seed=1).numpy()), TypeError, "teacher_tokens"),
     ("contextual numpy", lambda: LS.contextual_loss(tokens().numpy(), tokens(seed=1)), TypeError, "torch.Tensor"),
-    ("visible keep list", lambda: LS.visible_feature_loss(tokens(n=2), tokens(seed=1), [[0, 2], [1, 3]]), TypeError, "keep"),
+    ("visible numpy", lambda: LS.visible_feature_loss(tokens(n=2), tokens(n=2, seed=1).numpy()), TypeError, "teacher_features"),
+    ("gather keep list", lambda: gather_patches(tokens(), [[0, 2], [1, 3]]), TypeError, "keep"),
     ("mae keep numpy", lambda: LS.masked_reconstruction_loss(tokens(), tokens(seed=1), keep().numpy()), TypeError, "keep"),
     ("llm numpy", lambda: L.forward_kl(logits(6, 11).numpy(), logits(6, 11, 1)), TypeError, "student_logits"),
     ("llm teacher list", lambda: L.generalized_jsd(logits(6, 11), logits(6, 11, 1).tolist()), TypeError, "teacher_logits"),
@@ -158,11 +159,12 @@ CASES = [
     ("auto_chunk vocab float", lambda: auto_chunk_size(100, 50.0, 8), TypeError, "vocab must be an int"),
     ("fused chunk bool", lambda: fused(chunk_size=True), ValueError, "chunk_size"),
     # --- keep index tensors
-    ("visible keep range", lambda: LS.visible_feature_loss(tokens(n=2), tokens(seed=1), keep(((0, 6), (1, 3)))), ValueError, "indexes patches"),
-    ("visible keep negative", lambda: LS.visible_feature_loss(tokens(n=2), tokens(seed=1), keep(((0, -1), (1, 3)))), ValueError, "indexes patches"),
-    ("visible keep repeated", lambda: LS.visible_feature_loss(tokens(n=2), tokens(seed=1), keep(((0, 0), (1, 3)))), ValueError, "distinct"),
-    ("visible keep int32", lambda: LS.visible_feature_loss(tokens(n=2), tokens(seed=1), keep().int()), ValueError, "int64"),
-    ("visible teacher batch", lambda: LS.visible_feature_loss(tokens(n=2), tokens(b=3, seed=1), keep()), ValueError, "keep must have shape"),
+    ("gather keep range", lambda: gather_patches(tokens(), keep(((0, 6), (1, 3)))), ValueError, "indexes patches"),
+    ("gather keep negative", lambda: gather_patches(tokens(), keep(((0, -1), (1, 3)))), ValueError, "indexes patches"),
+    ("gather keep repeated", lambda: gather_patches(tokens(), keep(((0, 0), (1, 3)))), ValueError, "distinct"),
+    ("gather keep int32", lambda: gather_patches(tokens(), keep().int()), ValueError, "int64"),
+    ("gather keep batch", lambda: gather_patches(tokens(b=3), keep()), ValueError, "keep must have shape"),
+    ("mask keep range", lambda: mask_patches(torch.zeros(2, 1, 28, 28), keep(((0, 16), (1, 3))), 7), ValueError, "indexes patches"),
     ("mae keep broadcast", lambda: LS.masked_reconstruction_loss(tokens(), tokens(seed=1), keep(((0, 2),))), ValueError, r"keep must have shape \(2, 2\)"),
     ("mae keep range", lambda: LS.masked_reconstruction_loss(tokens(), tokens(seed=1), keep(((0, 6), (1, 2)))), ValueError, "indexes patches"),
     ("mae keep repeated", lambda: LS.masked_reconstruction_loss(tokens(), tokens(seed=1), keep(((1, 1), (1, 2)))), ValueError, "distinct"),

@@ -152,6 +152,17 @@ def test_paired_gains_plot():
         plotting.paired_gains({})
 
 
+def test_matrices_share_one_colour_scale_and_per_class_plot():
+    axes = plotting.matrices({"a": [[1.0, 0.0], [0.0, 1.0]], "b": [[0.5, -0.5], [-0.5, 0.5]]}, vmin=-1, vmax=1)
+    assert [ax.images[0].get_clim() for ax in axes] == [(-1, 1), (-1, 1)]
+    with pytest.raises(ValueError, match="at least one"):
+        plotting.matrices({}, vmin=0, vmax=1)
+    ax = plotting.per_class_vs_count([100, 10, 1], {"cls": [[0.9, 0.5, 0.1], [0.8, 0.4, 0.0]], "dist": [0.7, 0.6, 0.5]})
+    assert len(ax.lines) == 2 and ax.get_xscale() == "log"
+    assert list(ax.lines[0].get_xdata()) == [1, 10, 100]                    # sorted by count
+    assert list(ax.lines[1].get_ydata()) == [0.5, 0.6, 0.7]
+
+
 def test_paired_gains_claims_set_direction():
     # perplexity: lower is better, so a negative mean is the good colour and the arrow points left
     ax = plotting.paired_gains({"CE+KL": [-1.0, -2.0], "RKL": [3.0, 4.0]}, claims={"CE+KL": -1, "RKL": -1})

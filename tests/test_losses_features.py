@@ -15,15 +15,20 @@ from cookbook.losses import (
     visible_feature_loss,
 )
 from cookbook.models import (
+    CNNTokens,
     MaskedAutoencoder,
+    SmallCNN,
     StageBranches,
     block_outputs,
     cls_dist_logits,
     cnn_tokens,
+    gather_patches,
+    mask_patches,
     patchify,
     random_keep,
     tiny_mixer,
     tiny_vit,
+    visible_block_outputs,
 )
 
 
@@ -108,33 +113,70 @@ def test_relation_bad_input():
 
 # --- DMAE / MAE ------------------------------------------------------------------------------
 
-def test_visible_feature_loss_value_and_only_visible_patches_count():
+def test_visible_feature_loss_value_matches_the_official_form():
     g = torch.Generator().manual_seed(6)
-    t = torch.randn(2, 16, 8, generator=g)
-    keep = random_keep(2, 16, 0.75, generator=g)                        # (2, 4)
-    target = F.layer_norm(t.gather(1, keep[:, :, None].expand(-1, -1, 8)), (8,))
-    assert visible_feature_loss(target.clone(), t, keep).item() == pytest.approx(0.0, abs=1e-6)
-    assert visible_feature_loss(target + 0.5, t, keep).item() == pytest.approx(0.5, abs=1e-6)
-    masked = torch.ones(2, 16, dtype=torch.bool).scatter(1, keep, False)
-    t2 = t.clone()
-    t2[masked] = 100.0                                                  # masked teacher tokens do not matter
-    assert visible_feature_loss(target, t2, keep).item() == pytest.approx(0.0, abs=1e-6)
+    t = torch.randn(2, 4, 8, generator=g)
+    assert visible_feature_loss(3.0 * t, t).item() == pytest.approx(0.0, abs=1e-6)     # scale-free
+    s = torch.randn(2, 4, 8, generator=g)
+    # DMAE's code: nn.L1Loss()(F.normalize(teacher, dim=-1), F.normalize(head(student), dim=-1))
+    want = torch.nn.L1Loss()(F.normalize(t, dim=-1), F.normalize(s, dim=-1))
+    assert torch.allclose(visible_feature_loss(s, t), want, atol=1e-7)
+    e = torch.eye(8)[:2][None]                                          # two orthogonal unit vectors
+    assert visible_feature_loss(e, e.flip(1)).item() == pytest.approx(4 / 16)
 
 
 def test_visible_feature_loss_gradient_and_bad_input():
-    t = torch.randn(2, 16, 8)
-    keep = random_keep(2, 16, 0.75)
+    t = torch.randn(2, 4, 8)
     s = torch.randn(2, 4, 8, requires_grad=True)
-    visible_feature_loss(s, t, keep).backward()
+    visible_feature_loss(s, t).backward()
     assert s.grad is not None and torch.isfinite(s.grad).all()
-    with pytest.raises(ValueError, match="nothing is masked"):
-        visible_feature_loss(torch.randn(2, 16, 8), t, torch.arange(16).repeat(2, 1))
-    with pytest.raises(ValueError, match="indexes patches"):
-        visible_feature_loss(s, t, torch.tensor([[0, 1, 2, 16], [0, 1, 2, 3]]))
-    with pytest.raises(ValueError, match="int64"):
-        visible_feature_loss(s, t, keep.float().long()[:, :3])
     with pytest.raises(ValueError, match="same shape"):
-        visible_feature_loss(torch.randn(2, 4, 5), t, keep)
+        visible_feature_loss(torch.randn(2, 4, 5), t)
+    with pytest.raises(ValueError, match="batch, visible patches, dim"):
+        visible_feature_loss(torch.randn(4, 8), torch.randn(4, 8))
+
+
+def test_gather_and_mask_patches_keep_only_the_visible_ones():
+    x = torch.randn(2, 1, 28, 28)
+    keep = torch.tensor([[5, 0, 9], [15, 3, 4]])
+    p = patchify(x, 7)                                                  # (2, 16, 49)
+    assert torch.equal(gather_patches(p, keep), torch.stack([p[0, [5, 0, 9]], p[1, [15, 3, 4]]]))
+    xm = patchify(mask_patches(x, keep, 7), 7)
+    visible = torch.zeros(2, 16, dtype=torch.bool).scatter(1, keep, True)
+    assert torch.equal(xm[visible], p[visible]) and (xm[~visible] == 0).all()
+    with pytest.raises(ValueError, match="indexes patches"):
+        gather_patches(p, torch.tensor([[0, 16, 1], [0, 1, 2]]))
+    with pytest.raises(ValueError, match="distinct"):
+        mask_patches(x, torch.tensor([[0, 0, 1], [0, 1, 2]]), 7)
+
+
+def _change_masked_patch(x, keep):
+    """x with one hidden patch of image 0 changed: the first one next to a visible patch."""
+    visible = keep[0].tolist()
+    hidden = next(i for i in range(16) if i not in visible and any(
+        abs(i // 4 - v // 4) + abs(i % 4 - v % 4) == 1 for v in visible))
+    r, c = divmod(hidden, 4)
+    x2 = x.clone()
+    x2[0, 0, 7 * r:7 * r + 7, 7 * c:7 * c + 7] += 5.0
+    return x2
+
+
+def test_dmae_teachers_see_no_hidden_patch():
+    """The leak the official code avoids: a teacher target must not move when a hidden patch changes."""
+    torch.manual_seed(0)
+    x, keep = torch.randn(2, 1, 28, 28), random_keep(2, 16, 0.75)
+    x2 = _change_masked_patch(x, keep)
+    cnn = CNNTokens(SmallCNN(width=8).eval(), grid=4, stages=2)
+    full = [gather_patches(cnn(a), keep) for a in (x, x2)]                           # the old, leaky target
+    assert not torch.allclose(full[0], full[1], atol=1e-4)
+    masked = [gather_patches(cnn(mask_patches(a, keep, 7)), keep) for a in (x, x2)]
+    assert torch.allclose(masked[0], masked[1], atol=1e-6)
+    vit = tiny_vit().eval()
+    outs = [visible_block_outputs(vit, a, keep, depth=2) for a in (x, x2)]
+    assert len(outs[0]) == 2 and outs[0][-1].shape == (2, 1 + keep.shape[1], 64)
+    assert torch.allclose(outs[0][-1], outs[1][-1], atol=1e-6)
+    with pytest.raises(ValueError, match="depth"):
+        visible_block_outputs(vit, x, keep, depth=5)
 
 
 def test_random_keep_counts_and_bad_ratio():
@@ -177,11 +219,9 @@ def test_mae_visible_tokens_only_and_gradients():
     pred, feats = mae(x, keep)
     assert pred.shape == (3, 16, 49) and feats.shape == (3, 4, 8)
     # changing a masked patch cannot change what the encoder saw
-    masked = [i for i in range(16) if i not in keep[0].tolist()][0]
-    x2 = x.clone()
-    r, c = divmod(masked, 4)
-    x2[0, 0, 7 * r:7 * r + 7, 7 * c:7 * c + 7] += 5.0
-    assert torch.allclose(mae(x2, keep)[1][0], feats[0], atol=1e-5)
+    assert torch.allclose(mae(_change_masked_patch(x, keep), keep)[1][0], feats[0], atol=1e-5)
+    # the features are the visible tokens after block 2, through the head
+    assert torch.allclose(feats, mae.feature_head(visible_block_outputs(mae.vit, x, keep)[2][:, 1:]), atol=1e-6)
     loss = masked_reconstruction_loss(pred, patchify(x, 7), keep) + feats.abs().mean()
     loss.backward()
     assert mae.vit.patch_embed.proj.weight.grad.abs().sum() > 0

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from cookbook.checks import (
     check_finite_param,
-    check_indices,
+    check_keep,
     check_pair,
     check_temperature,
     check_tensor,
@@ -36,11 +36,6 @@ def _check_tokens(student_tokens: torch.Tensor, teacher_tokens: torch.Tensor, sa
             raise ValueError(f"empty tokens: shapes {tuple(student_tokens.shape)} and {tuple(teacher_tokens.shape)}")
         check_values("student_tokens", student_tokens)
         check_values("teacher_tokens", teacher_tokens)
-
-
-def _check_keep(keep: torch.Tensor, batch: int, n: int) -> None:
-    """keep: int64 (B, K) visible patch ids, in [0, N) and distinct within each image."""
-    check_indices("keep", keep, n, shape=(batch, keep.shape[1]), unique_rows=True, what="patches")
 
 
 def token_node_loss(student_tokens: torch.Tensor, teacher_tokens: torch.Tensor) -> torch.Tensor:
@@ -104,32 +99,24 @@ def contextual_loss(student_tokens: torch.Tensor, teacher_tokens: torch.Tensor, 
     return -torch.log(cx.amax(-1).mean(-1).clamp_min(eps)).mean()
 
 
-def visible_feature_loss(student_feats: torch.Tensor, teacher_tokens: torch.Tensor,
-                         keep: torch.Tensor) -> torch.Tensor:
-    """DMAE's distillation term: student features of the visible patches match the teacher's there.
+def visible_feature_loss(student_feats: torch.Tensor, teacher_feats: torch.Tensor) -> torch.Tensor:
+    """DMAE's distillation term: the student's features of the visible patches match the teacher's.
 
-        L_feat = mean_{b, k in visible} | s_bk - LN(t_{b, keep_bk}) |_1 / D
+        L_feat = mean_{b, k, d} | s_bk / ||s_bk|| - t_bk / ||t_bk|| |
 
-    LN is a parameter-free layer norm of each teacher token (puts the CNN's features on the
-    student's scale). student_feats (B, K, D): projected student tokens of the K visible patches,
-    in the order of ``keep``; teacher_tokens (B, N, D): the teacher's tokens of all N patches;
-    keep (B, K) int64: visible patch indices, 1 <= K < N (all visible would be no masking).
+    the L1 distance between unit-normalised vectors, as the official code (``F.normalize`` of both,
+    then ``nn.L1Loss``: a mean over all elements). student_feats (B, K, D): the student's tokens of
+    the K visible patches through its projection head; teacher_feats (B, K, D): the teacher's
+    features of the same patches, in the same order, computed from the visible patches ONLY (the
+    teacher runs on the masked input, ``models.visible_block_outputs`` or ``models.mask_patches``):
+    a teacher that sees the full image leaks the content of the hidden patches into the target.
     Paper: Bai et al., "Masked Autoencoders Enable Efficient Knowledge Distillers", CVPR 2023, arXiv 2208.12256.
     """
-    check_tensor("student_feats", student_feats, ndim=3)
-    check_tensor("teacher_tokens", teacher_tokens, ndim=3)
-    check_tensor("keep", keep)
-    if keep.dim() != 2 or keep.dtype != torch.long or keep.shape != student_feats.shape[:2]:
-        raise ValueError(f"keep must be int64 (B, K) matching student_feats {tuple(student_feats.shape[:2])}, "
-                         f"got {keep.dtype} {tuple(keep.shape)}")
-    n = teacher_tokens.shape[1]
-    if keep.shape[1] >= n:
-        raise ValueError(f"{keep.shape[1]} visible patches out of {n}: nothing is masked")
-    _check_keep(keep, teacher_tokens.shape[0], n)
-    target = teacher_tokens.detach().gather(1, keep[:, :, None].expand(-1, -1, teacher_tokens.shape[-1]))
-    target = F.layer_norm(target, target.shape[-1:])                         # (B, K, D)
-    check_pair(student_feats, target, "features")
-    return (student_feats - target).abs().mean()
+    check_pair(student_feats, teacher_feats, "features")
+    if student_feats.dim() != 3:
+        raise ValueError(f"features must be (batch, visible patches, dim), got {tuple(student_feats.shape)}")
+    s, t = F.normalize(student_feats, dim=-1), F.normalize(teacher_feats.detach(), dim=-1)
+    return (s - t).abs().mean()
 
 
 def masked_reconstruction_loss(pred_patches: torch.Tensor, patches: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
@@ -147,7 +134,7 @@ def masked_reconstruction_loss(pred_patches: torch.Tensor, patches: torch.Tensor
     check_tensor("keep", keep, ndim=2)
     if keep.shape[1] >= patches.shape[1]:
         raise ValueError(f"{keep.shape[1]} visible patches out of {patches.shape[1]}: nothing to reconstruct")
-    _check_keep(keep, patches.shape[0], patches.shape[1])
+    check_keep(keep, patches.shape[0], patches.shape[1])
     masked = torch.ones(patches.shape[:2], dtype=torch.bool, device=patches.device).scatter(1, keep, False)
     target = F.layer_norm(patches, patches.shape[-1:])
     err = (pred_patches - target).pow(2).mean(-1)                             # (B, N)

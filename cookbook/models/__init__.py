@@ -12,13 +12,16 @@ from cookbook.models.vision import (
     block_outputs,
     cls_dist_logits,
     cnn_tokens,
+    gather_patches,
+    mask_patches,
     patch_tokens,
     patchify,
     random_keep,
     tiny_mixer,
     tiny_vit,
+    visible_block_outputs,
 )
 
 __all__ = ["MLP", "CNNTokens", "DualHead", "MaskedAutoencoder", "PlainCNN", "SmallCNN", "StageBranches",
-           "TinyResNet", "block_outputs", "cls_dist_logits", "cnn_tokens", "patch_tokens", "patchify",
-           "random_keep", "tiny_mixer", "tiny_vit"]
+           "TinyResNet", "block_outputs", "cls_dist_logits", "cnn_tokens", "gather_patches", "mask_patches",
+           "patch_tokens", "patchify", "random_keep", "tiny_mixer", "tiny_vit", "visible_block_outputs"]

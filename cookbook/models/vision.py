@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from cookbook.checks import check_int
+from cookbook.checks import check_int, check_keep, check_tensor
 
 
 def _conv_bn(c_in: int, c_out: int) -> nn.Sequential:
@@ -240,14 +240,57 @@ class CNNTokens(nn.Module):
         return cnn_tokens(self.stages(x), self.grid)
 
 
+def gather_patches(tokens: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """The tokens of the visible patches, in the order of ``keep``: (B, N, D), (B, K) -> (B, K, D)."""
+    check_tensor("tokens", tokens, ndim=3)
+    check_keep(keep, tokens.shape[0], tokens.shape[1])
+    return tokens.gather(1, keep[:, :, None].expand(-1, -1, tokens.shape[-1]))
+
+
+def mask_patches(x: torch.Tensor, keep: torch.Tensor, patch_size: int, fill: float = 0.0) -> torch.Tensor:
+    """Images with every patch outside ``keep`` set to ``fill`` (0 = the pixel mean after
+    ``normalize_images``): what a CNN teacher may see in DMAE, so that its features at the visible
+    patches cannot carry the content of the hidden ones. x (B, C, H, W), keep (B, K) -> (B, C, H, W)."""
+    check_tensor("x", x, ndim=4)
+    B, _, H, W = x.shape
+    grid = W // patch_size
+    check_keep(keep, B, (H // patch_size) * grid)
+    visible = torch.zeros(B, (H // patch_size) * grid, dtype=x.dtype, device=x.device).scatter(1, keep, 1.0)
+    pixels = visible.view(B, 1, H // patch_size, 1, grid, 1).expand(-1, -1, -1, patch_size, -1, patch_size)
+    pixels = pixels.reshape(B, 1, H, W)
+    return x * pixels + fill * (1 - pixels)
+
+
+def visible_block_outputs(vit: nn.Module, x: torch.Tensor, keep: torch.Tensor,
+                          depth: int | None = None) -> list[torch.Tensor]:
+    """A timm ViT run on the visible patches only, as MAE's encoder: [(B, 1 + K, D) after each block].
+
+    Patch embedding plus position embedding, keep the ``keep`` patches (B, K), prepend the CLS
+    token, then the first ``depth`` blocks (all by default: a DMAE teacher runs only up to the block
+    it is matched at). The hidden patches never enter, so nothing of them can reach the output.
+    """
+    n_blocks = len(vit.blocks)
+    depth = n_blocks if depth is None else depth
+    if not 1 <= depth <= n_blocks:
+        raise ValueError(f"depth must be in 1..{n_blocks}, got {depth}")
+    patches = vit.patch_embed(x) + vit.pos_embed[:, vit.num_prefix_tokens:]      # (B, N, D)
+    h = torch.cat([(vit.cls_token + vit.pos_embed[:, :1]).expand(len(x), -1, -1), gather_patches(patches, keep)], 1)
+    outs = []
+    for block in vit.blocks[:depth]:
+        h = block(h)
+        outs.append(h)
+    return outs
+
+
 class MaskedAutoencoder(nn.Module):
     """MAE pre-training around a timm ViT (He et al., 2022) with DMAE's feature head (arXiv 2208.12256).
 
     The encoder (the ViT's own patch embedding, position embedding, CLS token and blocks) sees only
-    the visible patches; a light decoder (``decoder_dim``, one block) puts mask tokens back and
-    predicts the pixels of every patch. ``feature_dim`` > 0 adds DMAE's projection head, applied to
-    the visible tokens after block ``feature_block``, to be matched to the teacher's features.
-    After pre-training, ``self.vit`` is fine-tuned as an ordinary classifier.
+    the visible patches (``visible_block_outputs``); a light decoder (``decoder_dim``, one block)
+    puts mask tokens back and predicts the pixels of every patch. ``feature_dim`` > 0 adds DMAE's
+    projection head (one linear layer, the official ``fc-1layer``), applied to the visible patch
+    tokens after block ``feature_block``, to be matched to the teacher's features at the same
+    patches. After pre-training, ``self.vit`` is fine-tuned as an ordinary classifier.
     """
 
     def __init__(self, vit: nn.Module, decoder_dim: int = 32, feature_dim: int = 0, feature_block: int = 2):
@@ -266,16 +309,9 @@ class MaskedAutoencoder(nn.Module):
     def forward(self, x: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """x (B, 1, 28, 28), keep (B, K) indices of visible patches ->
         (pixel predictions for all patches (B, N, p*p), projected visible features (B, K, F) or None)."""
-        vit = self.vit
-        patches = vit.patch_embed(x) + vit.pos_embed[:, 1:]                            # (B, N, D)
-        visible = patches.gather(1, keep[:, :, None].expand(-1, -1, patches.shape[-1]))  # (B, K, D)
-        h = torch.cat([(vit.cls_token + vit.pos_embed[:, :1]).expand(len(x), -1, -1), visible], 1)
-        feats = None
-        for i, block in enumerate(vit.blocks):
-            h = block(h)
-            if i == self.feature_block and self.feature_head is not None:
-                feats = self.feature_head(h[:, 1:])                                      # (B, K, F)
-        d = self.decoder_embed(vit.norm(h)[:, 1:])                                       # (B, K, d)
+        hidden = visible_block_outputs(self.vit, x, keep)
+        feats = None if self.feature_head is None else self.feature_head(hidden[self.feature_block][:, 1:])
+        d = self.decoder_embed(self.vit.norm(hidden[-1])[:, 1:])                          # (B, K, d)
         full = self.mask_token.expand(len(x), self.decoder_pos.shape[1], -1).clone()
         full = full.scatter(1, keep[:, :, None].expand(-1, -1, d.shape[-1]), d) + self.decoder_pos
         return self.decoder_pred(self.decoder(full)), feats

@@ -13,8 +13,18 @@ import torch
 import torch.nn.functional as F
 
 from cookbook.data.augment import random_shift_flip
+from cookbook.losses import masked_reconstruction_loss
 from cookbook.metrics import accuracy, per_class_accuracy
-from cookbook.models import MLP, PlainCNN, SmallCNN, TinyResNet
+from cookbook.models import (
+    MLP,
+    MaskedAutoencoder,
+    PlainCNN,
+    SmallCNN,
+    TinyResNet,
+    patchify,
+    random_keep,
+    tiny_vit,
+)
 from cookbook.models.convnet import ConvNet
 from cookbook.models.diffusion import fmnist_unet
 from cookbook.teachers.spec import TeacherSpec
@@ -201,6 +211,84 @@ def fmnist_lt_cnn(seed: int = 0, epochs: int = 30) -> tuple[torch.nn.Module, dic
                    "train_counts": counts, "epochs": epochs}
 
 
+MAE_VIT = {"embed_dim": 128, "depth": 4, "num_heads": 4}   # the DMAE teacher: ~4x the student's parameters
+
+
+def mae_vit() -> torch.nn.Module:
+    """The ViT of the DMAE teachers (notebook 01b): 7 x 7 patches, width 128, 4 blocks, ~0.54M params."""
+    return tiny_vit(**MAE_VIT)
+
+
+def _knn_accuracy(model: torch.nn.Module, bank: tuple, queries: tuple, k: int = 20) -> float:
+    """k-NN (cosine, majority of k) accuracy of mean-pooled patch features: how much class structure
+    a label-free encoder holds. The bank's labels are read only here, never in training."""
+    from cookbook.train import batches
+
+    @torch.no_grad()
+    def feats(X):
+        out = [model.forward_features(xb)[:, model.num_prefix_tokens:].mean(1) for (xb,) in batches(X, batch_size=1024)]
+        return F.normalize(torch.cat(out), dim=-1)
+
+    fb, fq = feats(bank[0]), feats(queries[0])
+    nearest = (fq @ fb.T).topk(k, dim=-1).indices                             # (Q, k)
+    votes = F.one_hot(bank[1][nearest], 10).sum(1)                            # (Q, 10)
+    return accuracy(votes.argmax(-1), queries[1])
+
+
+def fmnist_mae_vit(seed: int = 0, epochs: int = 16) -> tuple[torch.nn.Module, dict]:
+    """MAE pre-training of ``mae_vit()`` on the 55k Fashion-MNIST training IMAGES, no labels: 75% of the
+    16 patches hidden, pixels of the hidden patches reconstructed (per-patch normalised, MAE's
+    default) by a one-block decoder of width 64; shift+flip, AdamW 1.5e-3 cosine, weight decay 0.05,
+    batch 256. DMAE's "pre-trained" teacher. Metric: k-NN accuracy of its features on the 5k
+    validation images (bank: 5k training images), a label-free probe of what it learned."""
+    from cookbook.data import load_fashion_mnist, normalize_images
+
+    torch.manual_seed(seed)
+    (X, y), (Xv, yv) = (load_fashion_mnist(s) for s in ("train", "val"))
+    X, Xv = normalize_images(X), normalize_images(Xv)
+    mae = MaskedAutoencoder(mae_vit(), decoder_dim=64)
+    gen = torch.Generator().manual_seed(seed + 1)
+
+    def loss_fn(m, xb):
+        xb = random_shift_flip(xb, generator=gen)
+        keep = random_keep(len(xb), 16, 0.75, generator=gen)                  # (B, 4) visible patches
+        return masked_reconstruction_loss(m(xb, keep)[0], patchify(xb, 7), keep)
+
+    hist = fit(mae, loss_fn, (X,), epochs=epochs, lr=1.5e-3, weight_decay=0.05, batch_size=256, seed=seed,
+               progress=True, desc="fmnist-mae-vit")
+    vit = mae.vit.eval()
+    return vit, {"val_knn_acc": round(_knn_accuracy(vit, (X[:5000], y[:5000]), (Xv, yv)), 4),
+                 "final_rec_loss": round(hist.train_loss[-1], 4), "labels_seen": 0, "epochs": epochs,
+                 "train_seconds": round(hist.seconds, 1)}
+
+
+def fmnist_mae_vit_ft(seed: int = 0, epochs: int = 3) -> tuple[torch.nn.Module, dict]:
+    """``fmnist-mae-vit`` fine-tuned on all 55,000 Fashion-MNIST training labels: cross-entropy, shift+flip,
+    AdamW 1e-3 cosine, weight decay 0.05, batch 256; the epoch with the best accuracy on the 5k
+    validation split is kept. DMAE's "fine-tuned" teacher: same weights before fine-tuning."""
+    from safetensors.torch import load_file
+
+    from cookbook import assets
+    from cookbook.data import load_fashion_mnist, normalize_images
+
+    torch.manual_seed(seed)
+    (X, y), (Xv, yv), (Xt, yt) = (load_fashion_mnist(s) for s in ("train", "val", "test"))
+    X, Xv, Xt = (normalize_images(a) for a in (X, Xv, Xt))
+    vit = mae_vit()
+    vit.load_state_dict(load_file(str(assets.asset("teachers/fmnist-mae-vit.safetensors"))))
+    gen = torch.Generator().manual_seed(seed + 1)
+
+    def loss_fn(m, xb, yb):
+        return F.cross_entropy(m(random_shift_flip(xb, generator=gen)), yb)
+
+    hist = fit(vit, loss_fn, (X, y), epochs=epochs, lr=1e-3, weight_decay=0.05, batch_size=256, seed=seed,
+               eval_fn=lambda m: {"val_acc": evaluate(m, Xv, yv)}, keep_best="val_acc", progress=True,
+               desc="fmnist-mae-vit-ft")
+    return vit, {"test_acc": round(evaluate(vit, Xt, yt), 4), "val_acc": round(hist.final("val_acc"), 4),
+                 "labels_seen": len(y), "best_epoch": hist.best_epoch, "epochs": epochs,
+                 "train_seconds": round(hist.seconds, 1)}
+
+
 def _load_committed(name: str) -> torch.nn.Module:
     """A committed teacher of ``SPECS``, sha256-checked and frozen (what ``registry.load`` does; the
     registry imports this module, so a recipe that needs another teacher reads it here)."""
@@ -340,6 +428,25 @@ SPECS: dict[str, TeacherSpec] = {spec.name: spec for spec in (
         description="SmallCNN(width=16), 64k params, long-tailed Fashion-MNIST (2,478 images, imbalance 100), "
                     "SAM + DRW, 30 epochs AdamW; DeiT-LT's flat CNN teacher (notebook 01b)",
         labels="the 2,478 labels of the long-tailed Fashion-MNIST training set (notebook 01b)",
+    ),
+    TeacherSpec(
+        name="fmnist-mae-vit",
+        architecture=mae_vit,
+        recipe=fmnist_mae_vit,
+        metric="val_knn_acc",
+        description="ViT (7x7 patches, width 128, 4 blocks, 0.54M params), MAE pre-training on the 55k "
+                    "Fashion-MNIST training images, NO labels (75% masking, 16 epochs); DMAE's pre-trained "
+                    "teacher (notebook 01b)",
+        labels="no labels (self-supervised MAE on the 55,000 training images; labels read only by the card's k-NN check)",
+    ),
+    TeacherSpec(
+        name="fmnist-mae-vit-ft",
+        architecture=mae_vit,
+        recipe=fmnist_mae_vit_ft,
+        metric="test_acc",
+        description="fmnist-mae-vit fine-tuned on all 55,000 Fashion-MNIST training labels (3 epochs AdamW); "
+                    "DMAE's fine-tuned teacher (notebook 01b)",
+        labels="all 55,000 Fashion-MNIST training labels (fine-tuning; the pre-training saw none)",
     ),
     TeacherSpec(
         name="fmnist-diffusion",
