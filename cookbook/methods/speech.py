@@ -64,8 +64,12 @@ def crops(data, rows: Tensor, crop: int, gen: torch.Generator, stride: int = 4) 
 
 
 def codec_loss(method: str, student: CodecStudent, mel: Tensor, sm: Tensor, lm: Tensor, *, lam: float,
-               beta: float, encoder=None) -> tuple[Tensor, dict[str, float]]:
-    """The row's objective on one batch; returns (loss, parts for logging)."""
+               beta: float, encoder=None, encoder_layers: int | None = None) -> tuple[Tensor, dict[str, float]]:
+    """The row's objective on one batch; returns (loss, parts for logging).
+
+    encoder_layers: LM-SPT compares the first ``encoder_layers`` blocks of the frozen encoder
+    (None: all blocks and the final layer norm).
+    """
     out = student.codec(mel)
     recon = F.l1_loss(out.mel_hat, mel)
     loss = recon + beta * out.commit
@@ -77,8 +81,8 @@ def codec_loss(method: str, student: CodecStudent, mel: Tensor, sm: Tensor, lm: 
             raise ValueError("lm_spt needs the frozen ASR encoder (encoder=load_whisper('tiny.en'))")
         mel_sem = student.codec.decode(out.layers[0])  # speech from the semantic tokens only
         with torch.no_grad():
-            target = encode(encoder, mel)
-        distill = resynthesis_distill_loss(encode(encoder, mel_sem), target)
+            target = encode(encoder, mel, encoder_layers)
+        distill = resynthesis_distill_loss(encode(encoder, mel_sem, encoder_layers), target)
     else:
         feat = student.head(out.layers[0])  # A Q_1, (B, T/4, 384)
         if method == "speechtokenizer":
@@ -92,8 +96,8 @@ def codec_loss(method: str, student: CodecStudent, mel: Tensor, sm: Tensor, lm: 
 
 
 def train_codec(method: str, train, *, steps: int, batch_size: int, crop: int, lr: float, lam: float,
-                beta: float, seed: int, encoder=None, codec_kwargs: dict | None = None,
-                progress: bool | None = None) -> tuple[CodecStudent, dict]:
+                beta: float, seed: int, encoder=None, encoder_layers: int | None = None,
+                codec_kwargs: dict | None = None, progress: bool | None = None) -> tuple[CodecStudent, dict]:
     """Train one row's codec; returns it (eval mode) and its log (loss parts per step, seconds)."""
     method = check_choice("method", method, METHODS)
     check_int("steps", steps, 1)
@@ -104,7 +108,8 @@ def train_codec(method: str, train, *, steps: int, batch_size: int, crop: int, l
 
     def loss_fn(model, rows, step, run):
         mel, sm, lm = crops(train, rows, crop, gen)
-        loss, parts = codec_loss(method, model, mel, sm, lm, lam=lam, beta=beta, encoder=encoder)
+        loss, parts = codec_loss(method, model, mel, sm, lm, lam=lam, beta=beta, encoder=encoder,
+                                 encoder_layers=encoder_layers)
         for k, v in parts.items():
             log.setdefault(k, []).append(v)
         return loss
@@ -122,8 +127,12 @@ def _pad_batch(mels: list[Tensor]) -> Tensor:
 
 @torch.no_grad()
 def evaluate_codec(student: CodecStudent, data, *, judge=None, judge_tokenizer=None, n_audio: int = 4,
-                   judge_batch: int = 8) -> dict:
-    """Held-out scores of one codec (see the module docstring); judge None skips the WERs."""
+                   n_wer: int | None = None, judge_batch: int = 8) -> dict:
+    """Held-out scores of one codec (see the module docstring); judge None skips the WERs.
+
+    n_audio: clips vocoded for SI-SDR; n_wer: clips transcribed (None: all). The decoded mels
+    (``mel_hat``, ``mel_q1``) come back too, for listening.
+    """
     codec = student.codec.eval()
     mel_hat, mel_sem, codes, dists = [], [], [], []
     for mel in data.mel:
@@ -146,12 +155,13 @@ def evaluate_codec(student: CodecStudent, data, *, judge=None, judge_tokenizer=N
             sdr.append(float(si_sdr(y[:n], torch.from_numpy(a[:n]))))
         res["si_sdr"] = float(np.mean(sdr))
     if judge is not None:
-        refs = [normalize_text(t) for t in data.texts]
-        for key, mels in (("wer", mel_hat), ("wer_q1", mel_sem)):
+        n = len(data.texts) if n_wer is None else n_wer
+        refs = [normalize_text(t) for t in data.texts[:n]]
+        for key, mels in (("wer", mel_hat[:n]), ("wer_q1", mel_sem[:n])):
             hyps = transcribe_all(judge, judge_tokenizer, mels, judge_batch)
             res[key] = wer(hyps, refs)
             res[key + "_hyps"] = hyps
-    res["mel_hat"] = mel_hat
+    res["mel_hat"], res["mel_q1"] = mel_hat, mel_sem
     return res
 
 
