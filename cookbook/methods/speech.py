@@ -224,7 +224,7 @@ def phone_probe(train_codes: list[Tensor], train_phones: list[str], eval_codes: 
         return F.ctc_loss(logp, torch.cat(tgt), lengths[rows] * probe.upsample, torch.tensor([len(t) for t in tgt]),
                           blank=0, zero_infinity=True)
 
-    train_lm(probe, loss_fn, uniform_sampler(len(train_codes), min(64, len(train_codes))), steps=steps, lr=lr,
+    train_lm(probe, loss_fn, uniform_sampler(len(train_codes), min(32, len(train_codes))), steps=steps, lr=lr,
              warmup=10, seed=seed, progress=False, desc="probe")
     with torch.no_grad():
         hyps = [_ctc_decode(probe(c[None])[0], symbols) for c in eval_codes]
@@ -243,3 +243,27 @@ def timed(fn, *args, **kwargs):
     t = time.perf_counter()
     out = fn(*args, **kwargs)
     return out, time.perf_counter() - t
+
+
+@torch.no_grad()
+def kmeans_units(train_feats: list[Tensor], eval_feats: list[Tensor], k: int = 256, iters: int = 10,
+                 seed: int = 0) -> tuple[list[Tensor], list[Tensor]]:
+    """Discrete units of continuous features: k-means (Lloyd, ``iters`` rounds) fitted on the
+    training frames, then each frame's nearest centroid (the HuBERT-units recipe).
+
+    Used as the probe's reference: the phone content a 256-code tokenizer of the *teacher's*
+    features keeps, which bounds what distilling that teacher into 256 codes can reach.
+    """
+    from cookbook.models.codec import ResidualVQ
+
+    x = torch.cat(train_feats)
+    gen = torch.Generator().manual_seed(seed)
+    centroids = x[torch.randperm(len(x), generator=gen)[:k]].clone()
+    for _ in range(iters):
+        assign = ResidualVQ.nearest(x, centroids)
+        counts = torch.bincount(assign, minlength=k).float()
+        sums = torch.zeros_like(centroids).index_add_(0, assign, x)
+        filled = counts > 0
+        centroids[filled] = sums[filled] / counts[filled, None]
+    units = lambda feats: [ResidualVQ.nearest(f, centroids) for f in feats]
+    return units(train_feats), units(eval_feats)
