@@ -235,6 +235,97 @@ def test_whisper_converter_transcribes_librivox():
     mel = audio.log_mel(torch.from_numpy(clip.audio))
     assert audio.normalize_text(transcribe(model, tok, mel)[0]) == clip.text
     states = encode(model, mel)
-    assert states.shape == (1, mel.shape[-1] // 2, 384)
+    assert states.shape == (1, (mel.shape[-1] + 1) // 2, 384)  # conv2: stride 2, padding 1
     with pytest.raises(ValueError):
         encode(model, torch.zeros(1, 80, 3002))
+
+
+# --- the recipe (methods/speech.py) -----------------------------------------------------------------
+
+def _tiny_whisper():
+    from transformers import WhisperConfig, WhisperForConditionalGeneration
+
+    cfg = WhisperConfig(vocab_size=51864, num_mel_bins=80, d_model=16, encoder_layers=2, decoder_layers=1,
+                        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32,
+                        decoder_ffn_dim=32, max_source_positions=1500, max_target_positions=64)
+    torch.manual_seed(0)
+    return WhisperForConditionalGeneration(cfg).eval()
+
+
+def _toy_set(n=6, T=48, dim=16):
+    from cookbook.teachers.speech_cache import SpeechSet
+
+    g = torch.Generator().manual_seed(0)
+    return SpeechSet([torch.randn(80, T, generator=g) for _ in range(n)],
+                     [torch.randn(T // 4, dim, generator=g) for _ in range(n)],
+                     [torch.randn(T // 4, dim, generator=g) for _ in range(n)],
+                     ["a b"] * n, ["ab c"] * n, None)
+
+
+@pytest.mark.parametrize("method", ["plain", "speechtokenizer", "dm_lm", "dm_lm_sm", "lm_spt"])
+def test_codec_loss_every_row_trains(method):
+    from cookbook.methods import speech as sp
+
+    data = _toy_set()
+    enc = _tiny_whisper() if method == "lm_spt" else None
+    student, log = sp.train_codec(method, data, steps=3, batch_size=2, crop=32, lr=1e-3, lam=0.3, beta=0.25,
+                                  seed=0, encoder=enc, codec_kwargs=dict(channels=8, dim=8, teacher_dim=16), progress=False)
+    mel, sm, lm = sp.crops(data, torch.tensor([0, 1]), 32, torch.Generator().manual_seed(0))
+    assert mel.shape == (2, 80, 32) and sm.shape == (2, 8, 16)
+    student.train()
+    loss, parts = sp.codec_loss(method, student, mel, sm, lm, lam=0.3, beta=0.25, encoder=enc, encoder_layers=1)
+    loss.backward()
+    grads = [p.grad for p in student.codec.encoder.parameters()]
+    assert torch.isfinite(loss) and all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert ("distill" in parts) == (method != "plain")
+    assert len(log["loss"]) == 3
+    with pytest.raises(ValueError):
+        sp.train_codec("encodec", data, steps=1, batch_size=1, crop=32, lr=1e-3, lam=0.3, beta=0.25, seed=0)
+
+
+def test_phone_probe_reads_phones_from_informative_tokens():
+    from cookbook.methods import speech as sp
+
+    g = torch.Generator().manual_seed(0)
+    alphabet = "abcdefgh"
+    phones, codes = [], []
+    for _ in range(40):
+        ids = torch.randint(0, len(alphabet), (12,), generator=g)
+        phones.append("".join(alphabet[i] for i in ids))
+        codes.append(ids)  # one token per phone: the tokens *are* the phones
+    per = sp.phone_probe(codes[:32], phones[:32], codes[32:], phones[32:], codebook_size=8, steps=150, lr=0.1)
+    noise = [torch.randint(0, 8, (12,), generator=g) for _ in range(40)]
+    per_noise = sp.phone_probe(noise[:32], phones[:32], noise[32:], phones[32:], codebook_size=8, steps=150, lr=0.1)
+    assert per < 0.2 < per_noise
+
+
+def test_kmeans_units_recover_clusters():
+    from cookbook.methods import speech as sp
+
+    g = torch.Generator().manual_seed(0)
+    centers = torch.randn(4, 3, generator=g) * 10
+    labels = torch.randint(0, 4, (200,), generator=g)
+    x = centers[labels] + 0.1 * torch.randn(200, 3, generator=g)
+    train_units, eval_units = sp.kmeans_units([x[:150]], [x[150:]], k=4, iters=10)
+    # same cluster <=> same unit
+    same_true = labels[150:, None] == labels[None, 150:]
+    same_unit = eval_units[0][:, None] == eval_units[0][None]
+    assert (same_true == same_unit).float().mean() > 0.95
+
+
+def test_transcribe_and_encode_on_a_tiny_random_whisper():
+    from cookbook.teachers.whisper import encode, pad_silence, transcribe
+
+    class Tok:  # the few tokenizer calls transcribe makes
+        def get_vocab(self):
+            return {"<|endoftext|>": 50256, "<|startoftranscript|>": 50257, "<|notimestamps|>": 50362}
+
+        def decode(self, ids):
+            return " ".join(map(str, ids))
+
+    model = _tiny_whisper()
+    mel = torch.randn(2, 80, 40)
+    assert encode(model, mel).shape == (2, 20, 16) and encode(model, mel, layers=1).shape == (2, 20, 16)
+    assert pad_silence(mel, 10).shape == (2, 80, 50)
+    out = transcribe(model, Tok(), mel, max_new_tokens=3)
+    assert len(out) == 2 and all(isinstance(t, str) for t in out)
