@@ -221,7 +221,7 @@ def pad_silence(mel: Tensor, frames: int) -> Tensor:
 
 
 @torch.no_grad()
-def transcribe(model, tokenizer, mel: Tensor, max_new_tokens: int = 48, tail: int = 200) -> list[str]:
+def transcribe(model, tokenizer, mel: Tensor, max_new_tokens: int = 40, tail: int = 200) -> list[str]:
     """Greedy English transcripts of log-mel clips (B, 80, T) from short-window encoder states.
 
     Each clip gets ``tail`` frames (2 s) of silence: without them a short window has no end and
