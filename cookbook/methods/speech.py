@@ -55,6 +55,9 @@ def crops(data, rows: Tensor, crop: int, gen: torch.Generator, stride: int = 4) 
     """Random ``crop``-frame windows (aligned to codec frames) of clips ``rows``: mel, sm, lm."""
     mels, sms, lms = [], [], []
     for i in rows.tolist():
+        if data.mel[i].shape[-1] < crop:
+            raise ValueError(f"clip {i} has {data.mel[i].shape[-1]} frames < crop {crop}: drop short clips first "
+                             "(SpeechSet.select)")
         n = data.mel[i].shape[-1] // stride - crop // stride
         s = int(torch.randint(0, n + 1, (1,), generator=gen)) if n > 0 else 0
         mels.append(data.mel[i][:, s * stride: s * stride + crop])

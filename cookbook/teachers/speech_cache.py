@@ -57,8 +57,14 @@ class SpeechSet:
         return len(self.mel)
 
     def subset(self, n: int) -> SpeechSet:
-        return SpeechSet(self.mel[:n], self.sm[:n], self.lm[:n], self.texts[:n], self.phonemes[:n],
-                         None if self.audio is None else self.audio[:n])
+        return self.select(range(min(n, len(self))))
+
+    def select(self, rows) -> SpeechSet:
+        """The clips ``rows`` (any iterable of indices), in that order."""
+        rows = list(rows)
+        return SpeechSet([self.mel[i] for i in rows], [self.sm[i] for i in rows], [self.lm[i] for i in rows],
+                         [self.texts[i] for i in rows], [self.phonemes[i] for i in rows],
+                         None if self.audio is None else [self.audio[i] for i in rows])
 
 
 def full_path() -> Path:
