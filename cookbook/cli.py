@@ -67,8 +67,11 @@ def run_notebook(path: Path, fast: bool, timeout: int = 1800) -> tuple[bool, str
     import nbclient
     import nbformat
 
+    from cookbook import results
+
     nb = nbformat.read(path, as_version=4)
     os.environ["COOKBOOK_FAST"] = "1" if fast else "0"
+    results.clear(path.stem, "FAST" if fast else "FULL")        # no row of an earlier run lingers
     client = nbclient.NotebookClient(nb, timeout=timeout, kernel_name="python3",
                                      resources={"metadata": {"path": str(path.parent)}})
     start = time.perf_counter()

@@ -48,6 +48,83 @@ def bars(labels: Sequence[str], means: Sequence[float], stds: Sequence[float] | 
     return ax
 
 
+def paired_gains(gains: Mapping[str, Sequence[float]], *, paper: Mapping[str, float] | None = None,
+                 claims: Mapping[str, int] | None = None, higher_is_better: bool = True,
+                 xlabel: str = "gain over the baseline (points)", title: str = "", ax=None):
+    """Paired per-seed gains, one row per comparison: a dot per seed, a bar at the mean, a zero line.
+
+    ``gains``: {label: per-seed differences} (a ``results.Gain`` or a list of floats).
+    ``paper``: {label: the paper's claimed gain}, drawn as a star on that row (its setting may
+    differ: say so). ``claims``: {label: +1 or -1}, the direction the paper reports when it gives
+    no number in our metric, written as "paper ->" / "<- paper" at that end of the row.
+    A row is green when its mean moves the way that is better (``higher_is_better``, or the row's
+    claimed direction), red otherwise. Easier to read than bars of raw scores: the sign on each
+    seed is what a reader wants to see.
+    """
+    labels = list(gains)
+    if not labels:
+        raise ValueError("paired_gains needs at least one comparison")
+    bad = {k: v for k, v in (claims or {}).items() if v not in (1, -1)}
+    if bad:
+        raise ValueError(f"claims must be +1 or -1, got {bad}")
+    ax = ax or plt.subplots(figsize=(6.4, 0.45 * len(labels) + 1.2))[1]
+    first_star = min((labels.index(k) for k in (paper or {}) if k in labels), default=None)
+    for row, label in enumerate(labels):
+        values = np.asarray(getattr(gains[label], "per_seed", gains[label]), dtype=float)
+        better = (claims or {}).get(label, 1 if higher_is_better else -1)
+        color = "tab:green" if values.mean() * better > 0 else "tab:red"
+        ax.barh(row, values.mean(), height=0.5, color=color, alpha=0.35)
+        ax.scatter(values, np.full(len(values), row), color=color, s=18, zorder=3)
+        if paper and label in paper:
+            ax.scatter([paper[label]], [row], marker="*", s=120, color="black", zorder=4,
+                       label="paper's claim" if row == first_star else None)
+    ax.axvline(0, color="gray", lw=1)
+    lo, hi = ax.get_xlim()
+    for row, label in enumerate(labels):
+        if claims and label in claims:
+            up = claims[label] > 0
+            ax.annotate("paper \u2192" if up else "\u2190 paper", xy=(hi if up else lo, row), fontsize=7,
+                        color="gray", va="center", ha="right" if up else "left")
+    ax.set_yticks(range(len(labels)), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set(xlabel=xlabel, title=title)
+    if first_star is not None:
+        ax.legend(fontsize=8, loc="best")
+    return ax
+
+
+def sweeps(results: Mapping[str, Mapping[str, Mapping[str, float]]], *, chosen: Mapping[tuple[str, str], str] | None = None,
+           ylabel: str = "validation accuracy", title: str = ""):
+    """Small multiples of validation sweeps: one row per group (e.g. a data regime, shared y scale
+    within the row), one panel per method, one point per configuration; the chosen one is circled.
+
+    ``results``: {group: {method: {config label: value}}}; ``chosen``: {(group, method): config label}.
+    Equal tuning is visible at a glance: every panel should hold the same number of points.
+    """
+    groups = list(results)
+    if not groups or not any(results[g] for g in groups):
+        raise ValueError("sweeps needs at least one group with one method")
+    methods = list(dict.fromkeys(m for g in groups for m in results[g]))
+    fig, axes = plt.subplots(len(groups), len(methods), figsize=(2.6 * len(methods), 2.3 * len(groups)),
+                             sharey="row", squeeze=False)
+    for r, group in enumerate(groups):
+        for c, method in enumerate(methods):
+            ax, points = axes[r, c], results[group].get(method, {})
+            labels, values = list(points), list(points.values())
+            ax.plot(range(len(values)), values, "o-", color="tab:blue", ms=4)
+            pick = (chosen or {}).get((group, method))
+            if pick in points:
+                ax.plot(labels.index(pick), points[pick], "o", ms=11, mfc="none", mec="tab:red", mew=1.5)
+            ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=7)
+            ax.set_title(f"{method} ({group})" if len(groups) > 1 else method, fontsize=9)
+            if c == 0:
+                ax.set_ylabel(ylabel, fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return axes
+
+
 def heatmap(values, row_labels: Sequence, col_labels: Sequence, *, xlabel: str = "", ylabel: str = "",
             title: str = "", fmt: str = "{:.3f}", ax=None):
     """A grid of numbers (e.g. accuracy over temperature x alpha), annotated, best cell boxed."""
@@ -141,3 +218,4 @@ def plot_benchmark(rows: Sequence[Mapping], *, title: str = "", axes=None):
     axes[0].legend(fontsize=7)
     axes[0].figure.suptitle(title or "fused head + KD loss, one forward + backward")
     return axes
+

@@ -50,7 +50,7 @@ def keep(rows=((0, 2), (1, 3))):
 
 
 def disc():
-    return nn.Linear(C, 1)
+    return nn.Linear(C, 2)
 
 
 def qkv(b=2, length=5, d=8, seed=0):
@@ -118,8 +118,8 @@ CASES = [
     ("dual_head numpy", lambda: LS.dual_head_probs(logits().numpy(), logits(seed=1), alpha=0.5), TypeError, "torch.Tensor"),
     ("ensemble numpy", lambda: LS.ensemble_soft_targets([logits().numpy()]), TypeError, "torch.Tensor"),
     ("ensemble tensor", lambda: LS.ensemble_soft_targets(logits()), TypeError, "list or tuple"),
-    ("meal numpy", lambda: LS.meal_v2_loss(logits().numpy(), LS.soft_targets(logits(seed=1)), disc()), TypeError, "torch.Tensor"),
-    ("meal discriminator", lambda: LS.meal_v2_loss(logits(), LS.soft_targets(logits(seed=1)), "disc"), TypeError, "nn.Module"),
+    ("meal numpy", lambda: LS.meal_v2_loss(logits().numpy(), LS.soft_targets(logits(seed=1)), disc(), target_logits=logits(seed=1)), TypeError, "torch.Tensor"),
+    ("meal discriminator", lambda: LS.meal_v2_loss(logits(), LS.soft_targets(logits(seed=1)), "disc", target_logits=logits(seed=1)), TypeError, "nn.Module"),
     ("lfd numpy", lambda: G.low_frequency_loss(logits().numpy(), logits(seed=1), edges()), TypeError, "torch.Tensor"),
     ("hfd edges list", lambda: G.high_frequency_loss(logits(), logits(seed=1), edges().tolist()), TypeError, "edge_index"),
     ("vq numpy", lambda: G.soft_code_assignments(torch.randn(4, 3).numpy(), torch.randn(5, 3)), TypeError, "embeddings"),
@@ -183,8 +183,8 @@ CASES = [
     ("pld T inf", lambda: LS.pld_loss(logits(), logits(seed=1), labels(), T=INF), ValueError, "finite"),
     ("ofa gamma inf", lambda: LS.ofa_loss(logits(), logits(seed=1), labels(), gamma=INF), ValueError, "gamma"),
     ("ofa gamma nan", lambda: LS.ofa_loss(logits(), logits(seed=1), labels(), gamma=NAN), ValueError, "gamma"),
-    ("meal adv nan", lambda: LS.meal_v2_loss(logits(), LS.soft_targets(logits(seed=1)), disc(), adv_weight=NAN), ValueError, "adv_weight"),
-    ("meal adv inf", lambda: LS.meal_v2_loss(logits(), LS.soft_targets(logits(seed=1)), disc(), adv_weight=INF), ValueError, "adv_weight"),
+    ("meal adv nan", lambda: LS.meal_v2_loss(logits(), LS.soft_targets(logits(seed=1)), disc(), target_logits=logits(seed=1), adv_weight=NAN), ValueError, "adv_weight"),
+    ("meal adv inf", lambda: LS.meal_v2_loss(logits(), LS.soft_targets(logits(seed=1)), disc(), target_logits=logits(seed=1), adv_weight=INF), ValueError, "adv_weight"),
     ("dho lam nan", lambda: LS.dho_loss(logits(), labels(), logits(), logits(seed=1), lam=NAN), ValueError, "lam"),
     ("dho T inf", lambda: LS.dho_loss(logits(), labels(), logits(), logits(seed=1), T=INF), ValueError, "finite"),
     ("dual alpha nan", lambda: LS.dual_head_probs(logits(), logits(seed=1), alpha=NAN), ValueError, "alpha"),
@@ -487,7 +487,7 @@ HYPER = [
     ("dkd beta", lambda v: LS.dkd_loss(logits(), logits(seed=1), labels(), beta=v)),
     ("pld T", lambda v: LS.pld_loss(logits(), logits(seed=1), labels(), T=v)),
     ("ofa gamma", lambda v: LS.ofa_loss(logits(), logits(seed=1), labels(), gamma=v)),
-    ("meal adv_weight", lambda v: LS.meal_v2_loss(logits(), LS.soft_targets(logits(seed=1)), disc(), adv_weight=v)),
+    ("meal adv_weight", lambda v: LS.meal_v2_loss(logits(), LS.soft_targets(logits(seed=1)), disc(), target_logits=logits(seed=1), adv_weight=v)),
     ("dho lam", lambda v: LS.dho_loss(logits(), labels(), logits(), logits(seed=1), lam=v)),
     ("dual alpha", lambda v: LS.dual_head_probs(logits(), logits(seed=1), alpha=v)),
     ("hfd tau", lambda v: G.high_frequency_loss(logits(), logits(seed=1), edges(), tau=v)),

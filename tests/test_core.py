@@ -111,12 +111,16 @@ def test_results_record_replace_and_summary(tmp_path, monkeypatch):
     assert text.index("FULL") < text.index("FAST")
     with pytest.raises(ValueError, match="non-finite"):
         results.record("00_demo", "x", "y", float("nan"))
+    results.clear("00_demo", "FAST")                                         # a fresh FAST run starts clean
+    assert [r["mode"] for r in results.load("00_demo")] == ["FULL"]
 
 
 def test_exercise_checks(capsys):
     assert exercises.check_soft_targets(soft_targets) is True
     assert exercises.check_kd_loss(lambda s, t, T: kd_loss(s, t, T=T)) is True
     assert exercises.check_semi_supervised_kd(lambda s, t, y, T, a: kd_loss(s, t, T=T, labels=y, alpha=a)) is True
+    assert exercises.check_gradient_exponent(lambda: -2) is True          # the T^2 factor undoes T^-2
+    assert exercises.check_gradient_exponent(lambda: -1) is False
 
     def stub(*args):
         raise NotImplementedError
@@ -134,6 +138,40 @@ def test_plotting_smoke():
     plotting.bars(["x", "y"], [0.8, 0.9], [0.01, 0.02], reference={"teacher": 0.93})
     ax = plotting.heatmap([[0.1, 0.5], [0.3, 0.2]], [1, 2], ["a", "b"])
     assert len(ax.patches) == 1
+
+
+def test_paired_gains_plot():
+    from cookbook.results import paired_gain
+
+    ax = plotting.paired_gains({"a": paired_gain([0.9, 0.8], [0.85, 0.82]), "b": [-1.0, -2.0, -0.5]},
+                               paper={"a": 3.0})
+    assert len(ax.patches) == 2                                  # one mean bar per comparison
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["a", "b"]
+    assert ax.patches[1].get_facecolor()[:3] != ax.patches[0].get_facecolor()[:3]   # losses in another colour
+    with pytest.raises(ValueError, match="at least one"):
+        plotting.paired_gains({})
+
+
+def test_paired_gains_claims_set_direction():
+    # perplexity: lower is better, so a negative mean is the good colour and the arrow points left
+    ax = plotting.paired_gains({"CE+KL": [-1.0, -2.0], "RKL": [3.0, 4.0]}, claims={"CE+KL": -1, "RKL": -1})
+    good, bad = (p.get_facecolor()[:3] for p in ax.patches)
+    assert good != bad
+    assert [t.get_text() for t in ax.texts] == ["\u2190 paper", "\u2190 paper"]
+    same = plotting.paired_gains({"x": [-1.0, -2.0]}, higher_is_better=False)
+    assert same.patches[0].get_facecolor()[:3] == good
+    with pytest.raises(ValueError, match="claims"):
+        plotting.paired_gains({"x": [1.0]}, claims={"x": 2})
+
+
+def test_sweeps_plot():
+    axes = plotting.sweeps({"all": {"KD": {"T=1": 0.8, "T=4": 0.9}, "PLD": {"T=1": 0.85}},
+                            "1k": {"KD": {"T=1": 0.7, "T=4": 0.6}}}, chosen={("all", "KD"): "T=4"})
+    assert axes.shape == (2, 2)
+    assert [t.get_text() for t in axes[0, 0].get_xticklabels()] == ["T=1", "T=4"]
+    assert len(axes[0, 0].lines) == 2 and len(axes[1, 0].lines) == 1      # the chosen point is circled
+    with pytest.raises(ValueError, match="at least one"):
+        plotting.sweeps({})
 
 
 def test_torchvision_timm_transformers_import_after_cookbook():

@@ -244,29 +244,38 @@ def test_ensemble_soft_targets():
 
 def test_meal_v2_each_player_gets_only_its_own_gradient():
     torch.manual_seed(0)
-    disc = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
-    s, p = torch.randn(6, 5, requires_grad=True), ensemble_soft_targets([torch.randn(6, 5)])
-    # the discriminator's gradient equals that of its own BCE loss alone (the adversarial term does not reach it)
-    meal_v2_loss(s, p, disc, adv_weight=0.7).backward()
+    disc = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    s, t = torch.randn(6, 5, requires_grad=True), torch.randn(6, 5)
+    p = ensemble_soft_targets([t])
+    # the discriminator's gradient equals that of the official 2-way BCE on logits alone:
+    # student logits labelled [1, 0], teacher logits [0, 1], mean over all 2B x 2 entries
+    meal_v2_loss(s, p, disc, target_logits=t, adv_weight=0.7).backward()
     got = [q.grad.clone() for q in disc.parameters()]
     disc.zero_grad()
-    q = F.softmax(s.detach(), -1)
-    d_loss = (F.binary_cross_entropy_with_logits(disc(p), torch.ones(6, 1))
-              + F.binary_cross_entropy_with_logits(disc(q), torch.zeros(6, 1)))
-    d_loss.backward()
+    targets = torch.tensor([[1.0, 0.0]] * 6 + [[0.0, 1.0]] * 6)
+    F.binary_cross_entropy_with_logits(disc(torch.cat([s.detach(), t])), targets).backward()
     assert all(torch.allclose(a, b.grad, atol=1e-6) for a, b in zip(got, disc.parameters()))
     # the student's gradient is soft CE's plus the adversarial term's (zero at adv_weight = 0)
     s.grad = None
-    meal_v2_loss(s, p, disc, adv_weight=0.0).backward()
+    meal_v2_loss(s, p, disc, target_logits=t, adv_weight=0.0).backward()
     assert torch.allclose(s.grad, (F.softmax(s.detach(), -1) - p) / 6, atol=1e-6)
+    # the adversarial term pushes the student's logits toward what D calls "teacher"
+    s.grad = None
+    meal_v2_loss(s, p, disc, target_logits=t, adv_weight=1.0).backward()
+    fool = F.binary_cross_entropy_with_logits(disc(s), torch.tensor([[0.0, 1.0]]).expand(6, 2))
+    (adv_grad,) = torch.autograd.grad(fool, s)
+    assert torch.allclose(s.grad, (F.softmax(s.detach(), -1) - p) / 6 + adv_grad, atol=1e-6)
 
 
 def test_meal_v2_bad_input():
-    disc = torch.nn.Linear(3, 1)
+    disc = torch.nn.Linear(3, 2)
+    t = torch.randn(2, 3)
     with pytest.raises(ValueError, match="probabilities"):
-        meal_v2_loss(torch.randn(2, 3), torch.randn(2, 3), disc)
+        meal_v2_loss(torch.randn(2, 3), torch.randn(2, 3), disc, target_logits=t)
     with pytest.raises(ValueError, match="adv_weight"):
-        meal_v2_loss(torch.randn(2, 3), torch.full((2, 3), 1 / 3), disc, adv_weight=-1.0)
+        meal_v2_loss(torch.randn(2, 3), torch.full((2, 3), 1 / 3), disc, target_logits=t, adv_weight=-1.0)
+    with pytest.raises(ValueError, match=r"\(B, 2\)"):
+        meal_v2_loss(torch.randn(2, 3), torch.full((2, 3), 1 / 3), torch.nn.Linear(3, 1), target_logits=t)
 
 
 # --- DHO (arXiv 2505.07675) --------------------------------------------------------------------

@@ -253,3 +253,13 @@ def test_user_data_of_the_wrong_shape_or_range_is_refused(tmp_path, monkeypatch,
     with pytest.raises(ValueError, match="images must be|labels must be|same length"):
         data.load_mnist10k("test")
     data.clear_cache()
+
+
+def test_every_teacher_card_says_which_labels_it_saw():
+    # a label-scarce result means nothing until we know the labels its teacher was trained on
+    from cookbook.teachers.recipes import SPECS
+
+    for name, spec in SPECS.items():
+        assert isinstance(spec.labels, str) and spec.labels.strip(), f"{name}: TeacherSpec.labels is missing"
+        assert teachers.card(name)["labels"] == spec.labels
+    assert "1,000" in teachers.card("fmnist-cnn-1k")["labels"] and "55,000" in teachers.card("fmnist-cnn")["labels"]

@@ -43,3 +43,15 @@ def check_relation_gram(fn: Callable) -> bool | None:
     g = torch.Generator().manual_seed(8)
     cases = [(torch.randn(*shape, generator=g),) for shape in ((4, 8, 7, 7), (9, 16), (2, 3, 5, 5))]
     return check("relation_gram", fn, relation_gram, cases)
+
+
+def check_nckd_weight(fn: Callable) -> bool | None:
+    """Exercise: ``fn(teacher_logits, labels, T)`` -> (B,) the weight 1 - p^t_y(T) that plain KD puts
+    on its non-target term (DKD's decomposition: KD = TCKD + (1 - p^t_y) NCKD)."""
+    import torch.nn.functional as F
+
+    def reference(t, y, T):
+        return 1 - F.softmax(t / T, -1).gather(1, y[:, None])[:, 0]
+
+    cases = [(t, y, T) for (_, t, y), T in zip(labelled_logit_cases(8), (1.0, 4.0, 0.5))]
+    return check("nckd_weight", fn, reference, cases)

@@ -176,36 +176,44 @@ def ensemble_soft_targets(teacher_logits: list[torch.Tensor] | tuple[torch.Tenso
 
 
 def meal_v2_loss(student_logits: torch.Tensor, target_probs: torch.Tensor, discriminator: torch.nn.Module, *,
-                 adv_weight: float = 0.1) -> torch.Tensor:
-    """MEAL V2: soft cross-entropy to the teachers' mean probabilities plus a discriminator on outputs.
+                 target_logits: torch.Tensor, adv_weight: float = 0.1) -> torch.Tensor:
+    """MEAL V2: soft cross-entropy to the teachers' mean probabilities plus a discriminator on logits.
 
-        L_student = -sum_i p_i log q_i  +  adv_weight * (-log D(q))          (q = softmax(student))
-        L_D       = -log D(p) - log(1 - D(q))                                 (p = ensemble target)
+        L_student = -sum_i p_i log q_i  +  adv_weight * BCE(D(z_s), [0, 1])     (q = softmax(z_s))
+        L_D       = BCE(D(z_s), [1, 0]) + BCE(D(z_t), [0, 1])
 
-    No hard labels. D sees only final probability vectors: "real" = the ensemble's, "fake" = the
-    student's. Returns L_student + L_D as one scalar for one optimizer over the student's and D's
-    parameters: the student's adversarial term reaches D only through detached copies of D's
-    weights, and L_D sees only a detached q, so each part trains only its own player.
+    p = the teachers' mean probabilities (``ensemble_soft_targets``), z_t = the teachers' mean logits,
+    z_s = the student's logits. As in the official code, D sees logits and has two outputs scored by a
+    2-way BCE with logits ([1, 0] = student, [0, 1] = teacher; ``loss.py``'s ``discriminatorLoss``,
+    mean over the 2B x 2 entries). No hard labels. The student's adversarial term asks D to call it
+    a teacher (the paper's minimax; the official code instead adds L_D to the student's loss). Returns
+    L_student + L_D as one scalar for one optimizer over both players: the adversarial term reaches D
+    only through detached copies of its weights, and L_D sees only a detached z_s, so each part trains
+    only its own player.
 
-    student_logits: (B, C); target_probs: (B, C) rows summing to 1; discriminator: (B, C) -> (B, 1) logits.
+    student_logits, target_logits: (B, C); target_probs: (B, C) rows summing to 1;
+    discriminator: (B, C) -> (B, 2) logits.
 
     Paper: Shen, Savvides, "MEAL V2: Boosting Vanilla ResNet-50 to 80%+ Top-1 Accuracy on ImageNet
-    without Tricks", 2020, arXiv 2009.08453.
+    without Tricks", 2020, arXiv 2009.08453. Official code: szq0214/MEAL-V2 (loss.py, train.py).
     """
     check_pair(student_logits, target_probs, name="outputs")
+    check_pair(student_logits, target_logits, name="teacher logits")
     check_finite_param("adv_weight", adv_weight, 0.0)
     if not isinstance(discriminator, torch.nn.Module):
         raise TypeError(f"discriminator must be a torch.nn.Module, got {type(discriminator).__name__}")
     check_probabilities("target_probs", target_probs, hint="use ensemble_soft_targets")
-    target_probs = target_probs.detach()
-    log_q = F.log_softmax(student_logits, -1)                                           # (B, C)
-    similarity = -(target_probs * log_q).sum(-1).mean()
+    target_probs, target_logits = target_probs.detach(), target_logits.detach()
+    similarity = -(target_probs * F.log_softmax(student_logits, -1)).sum(-1).mean()
+    is_teacher, is_student = (torch.tensor([[0.0, 1.0]]), torch.tensor([[1.0, 0.0]]))
     frozen = {k: v.detach() for k, v in discriminator.named_parameters()}
-    fool = torch.func.functional_call(discriminator, frozen, (log_q.exp(),))            # (B, 1)
-    adversarial = F.binary_cross_entropy_with_logits(fool, torch.ones_like(fool))
-    d_real, d_fake = discriminator(target_probs), discriminator(log_q.exp().detach())  # (B, 1) each
-    d_loss = (F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real))
-              + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake)))
+    fool = torch.func.functional_call(discriminator, frozen, (student_logits,))         # (B, 2)
+    if fool.shape != (len(student_logits), 2):
+        raise ValueError(f"discriminator must map (B, C) logits to (B, 2), got {tuple(fool.shape)}")
+    adversarial = F.binary_cross_entropy_with_logits(fool, is_teacher.expand_as(fool))
+    d_out = discriminator(torch.cat([student_logits.detach(), target_logits]))          # (2B, 2)
+    d_target = torch.cat([is_student.expand_as(fool), is_teacher.expand_as(fool)])
+    d_loss = F.binary_cross_entropy_with_logits(d_out, d_target)
     return similarity + adv_weight * adversarial + d_loss
 
 

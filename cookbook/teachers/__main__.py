@@ -20,7 +20,7 @@ def main(argv=None) -> None:
         for name, spec in sorted(teachers.specs().items()):
             try:
                 c = teachers.card(name)
-                print(f"{name:16s} {spec.metric}={c['metrics'][spec.metric]}  {c['bytes'] / 1e6:.2f} MB  {spec.description}")
+                print(f"{name:16s} {spec.metric}={c['metrics'][spec.metric]}  {c['bytes'] / 1e6:.2f} MB  {spec.description}; labels: {spec.labels or 'not stated'}")
             except (FileNotFoundError, ValueError) as err:
                 print(f"{name:16s} not built ({err})")
 

@@ -7,12 +7,16 @@ Each recipe takes a seed and returns (model, metrics). ``SPECS`` is read by
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
 from cookbook.data.augment import random_shift_flip
 from cookbook.metrics import accuracy, per_class_accuracy
-from cookbook.models import MLP, SmallCNN, TinyResNet
+from cookbook.models import MLP, PlainCNN, SmallCNN, TinyResNet
+from cookbook.models.convnet import ConvNet
+from cookbook.models.diffusion import fmnist_unet
 from cookbook.teachers.spec import TeacherSpec
 from cookbook.train import evaluate, fit, predict
 
@@ -40,15 +44,49 @@ def fmnist_cnn(seed: int = 0, epochs: int = 12) -> tuple[torch.nn.Module, dict]:
                    "best_epoch": hist.best_epoch, "epochs": epochs, "train_seconds": round(hist.seconds, 1)}
 
 
+def fmnist_cnn_labelled(seed: int = 0, *, n_labelled: int, subset_seed: int, epochs: int) -> tuple[torch.nn.Module, dict]:
+    """SmallCNN(width=32) trained on the ``n_labelled`` class-balanced training images
+    ``balanced_subset(y_train, n_labelled, seed=subset_seed)`` only: the teacher of a label-scarce
+    regime that has seen no label the student lacks (P24 DHO fits its teacher on the labelled shots,
+    or uses a zero-shot CLIP teacher). Same augmentation, optimiser and schedule as ``fmnist_cnn``;
+    the epoch with the best accuracy on the 5k validation split is kept (the students of notebooks
+    00 and 01a early-stop on the same split)."""
+    from cookbook.data import balanced_subset, load_fashion_mnist, normalize_images
+
+    torch.manual_seed(seed)
+    (X, y), (Xv, yv), (Xt, yt) = (load_fashion_mnist(s) for s in ("train", "val", "test"))
+    keep = balanced_subset(y, n_labelled, seed=subset_seed)
+    X, Xv, Xt = (normalize_images(a) for a in (X[keep], Xv, Xt))
+    y = y[keep]
+    model = SmallCNN(width=32)
+    gen = torch.Generator().manual_seed(seed + 1)
+
+    def loss_fn(m, xb, yb):
+        return F.cross_entropy(m(random_shift_flip(xb, generator=gen)), yb)
+
+    hist = fit(model, loss_fn, (X, y), epochs=epochs, lr=3e-3, weight_decay=5e-4, batch_size=128,
+               seed=seed, eval_fn=lambda m: {"val_acc": evaluate(m, Xv, yv)}, keep_best="val_acc",
+               progress=True, desc=f"fmnist-cnn-{n_labelled}")
+    return model, {"test_acc": round(evaluate(model, Xt, yt), 4), "val_acc": round(hist.final("val_acc"), 4),
+                   "labels_seen": n_labelled, "subset": f"balanced_subset(y_train, {n_labelled}, seed={subset_seed})",
+                   "best_epoch": hist.best_epoch, "epochs": epochs, "train_seconds": round(hist.seconds, 1)}
+
+
 def _fit_fmnist(model: torch.nn.Module, seed: int, epochs: int, lr: float, desc: str,
-                augment: bool = True) -> tuple[torch.nn.Module, dict]:
-    """Train ``model`` on Fashion-MNIST train (55k) (shift+flip if ``augment``), AdamW ``lr`` cosine, weight
-    decay 5e-4, batch 256; keep the epoch with the best validation accuracy; return (model, metrics)."""
+                augment: bool = True, pool: bool = False) -> tuple[torch.nn.Module, dict]:
+    """Train ``model`` on Fashion-MNIST train (55k; with ``pool`` only the 10k class-balanced pool of
+    the dataset-distillation notebooks, ``load_fashion_mnist_pool``) (shift+flip if ``augment``),
+    AdamW ``lr`` cosine, weight decay 5e-4, batch 256; keep the epoch with the best validation
+    accuracy; return (model, metrics on the full 10k test set)."""
     from cookbook.data import load_fashion_mnist, normalize_images
+    from cookbook.data.images import load_fashion_mnist_pool
 
     torch.manual_seed(seed)
     (X, y), (Xv, yv), (Xt, yt) = (load_fashion_mnist(s) for s in ("train", "val", "test"))
     X, Xv, Xt = (normalize_images(a) for a in (X, Xv, Xt))
+    if pool:
+        data = load_fashion_mnist_pool(n=10_000)
+        X, y = data["X"], data["y"]
     gen = torch.Generator().manual_seed(seed + 1)
 
     def loss_fn(m, xb, yb):
@@ -71,6 +109,22 @@ def fmnist_mlp(seed: int = 0, epochs: int = 15) -> tuple[torch.nn.Module, dict]:
     No augmentation: shifted images cost an MLP (no translation invariance) ~3 points here."""
     torch.manual_seed(seed)
     return _fit_fmnist(MLP(hidden=(256, 256)), seed, epochs, lr=1e-3, desc="fmnist-mlp", augment=False)
+
+
+POOL_TEACHERS = {   # name -> architecture: the committee of notebook 03c (SRe2L, CV-DD, INFER), all BatchNorm
+    "fmnist-pool-convbn": lambda: ConvNet(width=16, depth=3, norm="batch"),
+    "fmnist-pool-convbn-d4": lambda: ConvNet(width=16, depth=4, norm="batch"),
+    "fmnist-pool-resnet": lambda: TinyResNet(width=16),
+    "fmnist-pool-plaincnn": lambda: PlainCNN(),
+}
+
+
+def fmnist_pool_teacher(name: str, seed: int = 0, epochs: int = 20) -> tuple[torch.nn.Module, dict]:
+    """A BatchNorm teacher of ``POOL_TEACHERS`` trained on the 10k pool only (all its labels), shift+flip,
+    AdamW 3e-3 cosine, 20 epochs, best validation epoch kept: the pool is all any method of 03a/03c
+    distils from, so a teacher trained on it adds no data the other methods do not see."""
+    torch.manual_seed(seed)
+    return _fit_fmnist(POOL_TEACHERS[name](), seed, epochs, lr=3e-3, desc=name, pool=True)
 
 
 LT_N_MAX, LT_IMBALANCE = 1000, 100     # the long-tailed Fashion-MNIST of notebook 01b (2,478 images)
@@ -147,6 +201,84 @@ def fmnist_lt_cnn(seed: int = 0, epochs: int = 30) -> tuple[torch.nn.Module, dic
                    "train_counts": counts, "epochs": epochs}
 
 
+def _load_committed(name: str) -> torch.nn.Module:
+    """A committed teacher of ``SPECS``, sha256-checked and frozen (what ``registry.load`` does; the
+    registry imports this module, so a recipe that needs another teacher reads it here)."""
+    from safetensors.torch import load_file
+
+    from cookbook import assets
+
+    spec = SPECS[name]
+    model = spec.architecture()
+    model.load_state_dict(load_file(str(assets.asset(spec.asset))))
+    return model.eval().requires_grad_(False)
+
+
+DIFFUSION_SIZE, DIFFUSION_CHANNELS = 16, (16, 32, 32)   # the 07b teacher: 16 x 16 Fashion-MNIST
+
+
+def fmnist_diffusion(seed: int = 0, steps: int = 3500, batch_size: int = 128, lr: float = 2e-3,
+                     ema: float = 0.999, eval_samples: int = 1000) -> tuple[torch.nn.Module, dict]:
+    """Class-conditional diffusion teacher of notebook 07b: diffusers ``UNet2DModel`` (16-32-32
+    channels, no attention, 0.26M params) on Fashion-MNIST train (55k, all labels) resized to
+    16 x 16 in [-1, 1]. DDPM cosine schedule (diffusers ``DDPMScheduler``, squaredcos_cap_v2),
+    v-prediction (= TrigFlow F, ``cookbook.models.diffusion``), uniform timesteps, AdamW ``lr`` with
+    100 warm-up steps and cosine decay, ``steps`` x ``batch_size``; the EMA (``ema``) weights are kept.
+    Card metrics: Frechet distance on ``fmnist-cnn`` features and that classifier's accuracy on
+    ``eval_samples`` class-balanced samples (DPM-Solver++, 20 steps) against as many test images."""
+    import copy
+
+    from cookbook.data import load_fashion_mnist
+    from cookbook.metrics import ClassifierFeatures, frechet_distance
+    from cookbook.models.diffusion import (
+        TrigFlowNet,
+        make_scheduler,
+        scheduler_sample,
+        timestep_angle,
+        to_diffusion_images,
+    )
+    from cookbook.train import Stepper
+
+    torch.manual_seed(seed)
+    X, y = load_fashion_mnist("train")
+    X = to_diffusion_images(X, DIFFUSION_SIZE)
+    net = TrigFlowNet(fmnist_unet(DIFFUSION_SIZE, DIFFUSION_CHANNELS), unet=True)
+    ema_net = copy.deepcopy(net).requires_grad_(False)
+    sched = make_scheduler("ddpm")
+    stepper = Stepper(net.parameters(), total=steps, lr=lr, weight_decay=0.0, warmup=100, progress=True,
+                      desc="fmnist-diffusion")
+    gen = torch.Generator().manual_seed(seed + 1)
+    losses = []
+    for step in range(steps):
+        idx = torch.randint(0, len(X), (batch_size,), generator=gen)
+        x0, yb = X[idx], y[idx]
+        z = torch.randn(x0.shape, generator=gen)
+        ts = torch.randint(0, sched.config.num_train_timesteps, (batch_size,), generator=gen)
+        x_t = sched.add_noise(x0, z, ts)
+        loss = F.mse_loss(net(x_t, timestep_angle(sched, ts), yb), sched.get_velocity(x0, z, ts))
+        losses.append(stepper.step(loss, f"step {step}"))
+        with torch.no_grad():
+            for pe, p in zip(ema_net.parameters(), net.parameters()):
+                pe.lerp_(p, 1 - ema)
+    stepper.close()
+    ema_net.eval()
+    Xt, yt = load_fashion_mnist("test")
+    real = to_diffusion_images(Xt[:eval_samples], DIFFUSION_SIZE)
+    labels = torch.arange(eval_samples) % 10
+    fake = scheduler_sample(ema_net, (eval_samples, 1, DIFFUSION_SIZE, DIFFUSION_SIZE), 20, y=labels, kind="dpm",
+                            generator=torch.Generator().manual_seed(seed + 2))
+    feats = ClassifierFeatures(_load_committed("fmnist-cnn"))
+    return ema_net.net, {
+        "fd_fmnist_cnn": round(frechet_distance(real, fake, feats), 3),
+        "sample_class_acc": round(accuracy(feats.logits(fake), labels), 4),
+        "real_test_class_acc_16px": round(accuracy(feats.logits(real), yt[:eval_samples]), 4),
+        "eval": f"{eval_samples} samples (DPM-Solver++ 20 steps, classes balanced) vs {eval_samples} test images; "
+                "Frechet distance on fmnist-cnn pooled features (not Inception FID)",
+        "train_loss_last100": round(sum(losses[-100:]) / 100, 4), "steps": steps, "batch_size": batch_size,
+        "data": "Fashion-MNIST train 55k, all labels, 16x16",
+    }
+
+
 # name -> spec of every committed teacher (weights and card in assets/teachers/)
 SPECS: dict[str, TeacherSpec] = {spec.name: spec for spec in (
     TeacherSpec(
@@ -154,7 +286,35 @@ SPECS: dict[str, TeacherSpec] = {spec.name: spec for spec in (
         architecture=lambda: SmallCNN(width=32),
         recipe=fmnist_cnn,
         metric="test_acc",
-        description="SmallCNN(width=32), 0.19M params, Fashion-MNIST 55k train, shift+flip, 12 epochs AdamW",
+        description="SmallCNN(width=32), 0.19M params, Fashion-MNIST 55k train (all 55,000 labels), shift+flip, 12 epochs AdamW",
+        labels="all 55,000 Fashion-MNIST training labels",
+    ),
+    TeacherSpec(
+        name="fmnist-cnn-1k",
+        architecture=lambda: SmallCNN(width=32),
+        recipe=functools.partial(fmnist_cnn_labelled, n_labelled=1000, subset_seed=0, epochs=100),
+        metric="test_acc",
+        description="SmallCNN(width=32), 0.19M params, trained on the 1,000 labelled Fashion-MNIST images of "
+                    "notebook 00's label-scarce regimes only (balanced_subset seed 0), shift+flip, 100 epochs AdamW",
+        labels="only the 1,000 of balanced_subset(y_train, 1000, seed=0)",
+    ),
+    TeacherSpec(
+        name="fmnist-cnn-550",
+        architecture=lambda: SmallCNN(width=32),
+        recipe=functools.partial(fmnist_cnn_labelled, n_labelled=550, subset_seed=1, epochs=150),
+        metric="test_acc",
+        description="SmallCNN(width=32), 0.19M params, trained on the 550 labelled Fashion-MNIST images of "
+                    "notebook 01a's DHO 1% regime only (balanced_subset seed 1), shift+flip, 150 epochs AdamW",
+        labels="only the 550 of balanced_subset(y_train, 550, seed=1)",
+    ),
+    TeacherSpec(
+        name="fmnist-cnn-5500",
+        architecture=lambda: SmallCNN(width=32),
+        recipe=functools.partial(fmnist_cnn_labelled, n_labelled=5500, subset_seed=1, epochs=30),
+        metric="test_acc",
+        description="SmallCNN(width=32), 0.19M params, trained on the 5,500 labelled Fashion-MNIST images of "
+                    "notebook 01a's DHO 10% regime only (balanced_subset seed 1), shift+flip, 30 epochs AdamW",
+        labels="only the 5,500 of balanced_subset(y_train, 5500, seed=1)",
     ),
     TeacherSpec(
         name="fmnist-resnet",
@@ -162,6 +322,7 @@ SPECS: dict[str, TeacherSpec] = {spec.name: spec for spec in (
         recipe=fmnist_resnet,
         metric="test_acc",
         description="TinyResNet(width=16), residual blocks + global average pool, Fashion-MNIST 55k, shift+flip, 8 epochs AdamW",
+        labels="all 55,000 Fashion-MNIST training labels",
     ),
     TeacherSpec(
         name="fmnist-mlp",
@@ -169,6 +330,7 @@ SPECS: dict[str, TeacherSpec] = {spec.name: spec for spec in (
         recipe=fmnist_mlp,
         metric="test_acc",
         description="MLP 784-256-256-10, Fashion-MNIST 55k, no augmentation, 15 epochs AdamW",
+        labels="all 55,000 Fashion-MNIST training labels",
     ),
     TeacherSpec(
         name="fmnist-lt-cnn",
@@ -177,5 +339,24 @@ SPECS: dict[str, TeacherSpec] = {spec.name: spec for spec in (
         metric="test_acc",
         description="SmallCNN(width=16), 64k params, long-tailed Fashion-MNIST (2,478 images, imbalance 100), "
                     "SAM + DRW, 30 epochs AdamW; DeiT-LT's flat CNN teacher (notebook 01b)",
+        labels="the 2,478 labels of the long-tailed Fashion-MNIST training set (notebook 01b)",
     ),
-)}
+    TeacherSpec(
+        name="fmnist-diffusion",
+        architecture=lambda: fmnist_unet(DIFFUSION_SIZE, DIFFUSION_CHANNELS),
+        recipe=fmnist_diffusion,
+        metric="fd_fmnist_cnn",
+        description="diffusers UNet2DModel (16-32-32, no attention, 0.26M params), class-conditional, "
+                    "Fashion-MNIST 55k at 16x16, cosine schedule, v-prediction (TrigFlow), 3500 x 128 steps, EMA",
+        labels="all 55,000 Fashion-MNIST training labels (as class conditions)",
+    ),
+)} | {name: TeacherSpec(
+    name=name,
+    architecture=arch,
+    recipe=lambda seed, name=name: fmnist_pool_teacher(name, seed),
+    metric="test_acc",
+    description=f"{desc}, BatchNorm, trained on the 10k class-balanced Fashion-MNIST "
+                "pool of notebooks 03a/03c only (all 10k labels), shift+flip, 20 epochs AdamW; a committee member of 03c",
+    labels="the 10,000 labels of the class-balanced Fashion-MNIST pool of notebooks 03a/03c",
+) for (name, arch), desc in zip(POOL_TEACHERS.items(), ("ConvNet-3 width 16", "ConvNet-4 width 16",
+                                                          "TinyResNet width 16", "PlainCNN 8-16-32"))}
