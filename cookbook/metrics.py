@@ -8,7 +8,8 @@ Group fairness gaps (demographic parity, equalised odds) take hard binary predic
 group id per example. Ranking metrics (MRR@k, nDCG@k, Recall@k) are computed by ``ranx``
 (Bassani, ECIR 2022), a maintained library checked against trec_eval, from a score matrix or a
 run dict; nothing is re-derived by hand here. (Acceptance-length and WER metrics join with
-their notebook families.)
+their notebook families; the speech metrics of notebook 09 are at the end: mel distance,
+SI-SDR, WER and phone error rate through ``jiwer``, codebook usage.)
 """
 
 from __future__ import annotations
@@ -220,6 +221,75 @@ def ranking_metrics(scores: Tensor, relevant: Tensor,
     dids = [f"d{j}" for j in range(scores.shape[1])]
     qrels = {q: {dids[int(r)]: 1} for q, r in zip(qids, relevant)}
     return evaluate_run(run_from_scores(scores, qids, dids, k=k), qrels, metrics)
+
+
+# --- speech tokenizers (notebook 09) --------------------------------------------------------------
+
+
+def mel_distance(mel_hat: Tensor, mel: Tensor) -> float:
+    """Mean absolute difference of two log-mel spectrograms (B, 80, T) in Whisper's units.
+
+    Whisper's log-mel is log10(power) / 4 (plus a shift), so 0.1 is a 0.4 log10 (4 dB) error.
+    """
+    if mel_hat.shape != mel.shape:
+        raise ValueError(f"mel_hat {tuple(mel_hat.shape)} and mel {tuple(mel.shape)} differ")
+    return float((mel_hat.float() - mel.float()).abs().mean())
+
+
+def si_sdr(estimate: Tensor, reference: Tensor, eps: float = 1e-8) -> Tensor:
+    """Scale-invariant signal-to-distortion ratio in dB, per row of (..., S) waveforms.
+
+    SI-SDR = 10 log10(||a s||^2 / ||a s - s_hat||^2), a = <s_hat, s> / ||s||^2, both signals
+    mean-removed (Le Roux et al., ICASSP 2019). Identical signals give a large positive value;
+    a signal of random phase gives about -30 dB or less.
+    """
+    if estimate.shape != reference.shape:
+        raise ValueError(f"estimate {tuple(estimate.shape)} and reference {tuple(reference.shape)} differ")
+    s_hat = estimate.double() - estimate.double().mean(-1, keepdim=True)
+    s = reference.double() - reference.double().mean(-1, keepdim=True)
+    a = (s_hat * s).sum(-1, keepdim=True) / (s.pow(2).sum(-1, keepdim=True) + eps)
+    target = a * s
+    return 10 * torch.log10(target.pow(2).sum(-1) / ((target - s_hat).pow(2).sum(-1) + eps) + eps)
+
+
+def wer(hypotheses: list[str], references: list[str]) -> float:
+    """Corpus word error rate (word-level edit operations / reference words), by ``jiwer``.
+
+    Both sides should be normalised the same way first (``cookbook.data.audio.normalize_text``).
+    """
+    import jiwer
+
+    if len(hypotheses) != len(references) or not references:
+        raise ValueError(f"need as many hypotheses as references (> 0), got {len(hypotheses)} and {len(references)}")
+    return float(jiwer.wer(list(references), [h if h.strip() else "<empty>" for h in hypotheses]))
+
+
+def unit_error_rate(hypotheses: list[str], references: list[str]) -> float:
+    """Corpus error rate over characters (e.g. IPA phone symbols: a phone error rate), by ``jiwer``.
+
+    Spaces count as units too (word boundaries), as in jiwer's CER.
+    """
+    import jiwer
+
+    if len(hypotheses) != len(references) or not references:
+        raise ValueError(f"need as many hypotheses as references (> 0), got {len(hypotheses)} and {len(references)}")
+    return float(jiwer.cer(list(references), list(hypotheses)))
+
+
+def codebook_usage(codes: Tensor, codebook_size: int) -> dict[str, float]:
+    """How a codebook is used: share of entries used, and perplexity exp(H) of the code histogram.
+
+    codes: any integer tensor of code indices in [0, codebook_size). Perplexity ranges from 1 (one
+    code) to codebook_size (uniform use); log2(perplexity) is the entropy in bits per token.
+    """
+    if codes.numel() == 0:
+        raise ValueError("codes is empty")
+    if int(codes.min()) < 0 or int(codes.max()) >= codebook_size:
+        raise ValueError(f"codes must be in [0, {codebook_size})")
+    counts = torch.bincount(codes.reshape(-1), minlength=codebook_size).double()
+    p = counts / counts.sum()
+    entropy = -(p[p > 0] * p[p > 0].log()).sum()
+    return {"used": float((counts > 0).double().mean()), "perplexity": float(entropy.exp())}
 
 
 # ----------------------------------------------------------------------------- generative quality (notebooks 07a/07b)
