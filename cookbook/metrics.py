@@ -186,3 +186,21 @@ def ranking_metrics(scores: Tensor, relevant: Tensor,
     dids = [f"d{j}" for j in range(scores.shape[1])]
     qrels = {q: {dids[int(r)]: 1} for q, r in zip(qids, relevant)}
     return evaluate_run(run_from_scores(scores, qids, dids, k=k), qrels, metrics)
+
+
+def mean_iou(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> float:
+    """Mean intersection over union of a segmentation, over the classes present in ``target`` or ``pred``.
+
+    pred: (N, H, W) class ids or (N, C, H, W) logits; target: (N, H, W) int64. IoU_c = |P_c & Y_c| /
+    |P_c | Y_c| accumulated over the whole set (as the PASCAL VOC / Cityscapes evaluation does), then
+    averaged over classes with a non-empty union.
+    """
+    if pred.dim() == 4:
+        pred = pred.argmax(1)
+    if pred.shape != target.shape:
+        raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} must match")
+    p, t = pred.flatten().long(), target.flatten().long()
+    inter = torch.bincount(t[p == t], minlength=num_classes)[:num_classes].double()
+    union = (torch.bincount(p, minlength=num_classes)[:num_classes] + torch.bincount(t, minlength=num_classes)[:num_classes]).double() - inter
+    present = union > 0
+    return float((inter[present] / union[present]).mean())

@@ -1,7 +1,15 @@
 """Small reference students and teachers that timm/transformers/PyG do not provide."""
 
+from cookbook.models.acm import AdaptiveComputationModule, acmize, set_acm_mode, vit_macs
+from cookbook.models.segmentation import TinyUNet, label_assist_channel
 from cookbook.models.vision import (
     MLP,
+    AlignedStudent,
+    PooledCNN,
+    block_with_attention,
+    cnn_features,
+    small_vit,
+    vit_forward_tokens,
     CNNTokens,
     DualHead,
     MaskedAutoencoder,
@@ -19,6 +27,8 @@ from cookbook.models.vision import (
     tiny_vit,
 )
 
-__all__ = ["MLP", "CNNTokens", "DualHead", "MaskedAutoencoder", "PlainCNN", "SmallCNN", "StageBranches",
+__all__ = ["AdaptiveComputationModule", "AlignedStudent", "PooledCNN", "TinyUNet", "acmize", "block_with_attention",
+           "cnn_features", "label_assist_channel", "set_acm_mode", "small_vit", "vit_forward_tokens", "vit_macs",
+           "MLP", "CNNTokens", "DualHead", "MaskedAutoencoder", "PlainCNN", "SmallCNN", "StageBranches",
            "TinyResNet", "block_outputs", "cls_dist_logits", "cnn_tokens", "patch_tokens", "patchify",
            "random_keep", "tiny_mixer", "tiny_vit"]
