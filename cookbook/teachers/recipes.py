@@ -424,7 +424,7 @@ SPECS: dict[str, TeacherSpec] = {spec.name: spec for spec in (
         metric="test_acc",
         description="SmallCNN(width=16) on Fashion-MNIST classes 0-4 only (T-shirt, trouser, pullover, dress, coat); "
                     "a P29 source model (notebook 01d)",
-        labels="the 27,500 Fashion-MNIST training labels of classes 0-4; none of classes 5-9",
+        labels="the 27,457 Fashion-MNIST training labels of classes 0-4; none of classes 5-9",
     ),
     TeacherSpec(
         name="src-mnist10k",
