@@ -189,3 +189,16 @@ def test_redundant_token_keep_and_progressive_ratio():
     assert [progressive_ratio(p, 0.5) for p in (0.0, 0.4, 0.7, 1.0)] == [0.0, 0.25, 0.5, 0.5]
     with pytest.raises(ValueError, match="mask_ratio"):
         redundant_token_keep(att, 1.0)
+
+
+def test_attention_distance_local_vs_global():
+    from cookbook.metrics import attention_distance
+
+    n = 4
+    local = torch.eye(1 + n)[None, None]                                      # every token attends to itself
+    assert attention_distance(local, grid=2).item() == 0.0
+    uniform = torch.full((1, 1, 1 + n, 1 + n), 1 / (1 + n))
+    want = (2 * 1 + 1 * 2 ** 0.5) / 4                                         # from a 2 x 2 corner: 1, 1, sqrt 2, 0
+    assert attention_distance(uniform, grid=2).item() == pytest.approx(want)
+    with pytest.raises(ValueError, match="attn"):
+        attention_distance(uniform, grid=3)

@@ -105,14 +105,15 @@ def set_acm_mode(acms: list[AdaptiveComputationModule], mode: str | int) -> None
         m.mode = mode
 
 
-def vit_macs(vit: nn.Module, learners_per_token: torch.Tensor | float | None = None) -> float:
+def vit_macs(vit: nn.Module, learners_per_token: torch.Tensor | float | None = None, gate: bool = True) -> float:
     """Multiply-accumulates of one forward pass of a timm ViT (or its ACM copy), per image.
 
     Counted: patch embedding, per block the qkv and output projections, the two attention matmuls
     (T^2 d each) and the MLP; the head. Norms, softmax and GELU are left out (a few percent).
     For an ACM model, ``learners_per_token`` is the mean number of learners a token used (a float,
-    or a (blocks,) tensor of per-block means); the gate's cost is added for every token. ``None``
-    counts the dense model (or, for ACMs, all N learners and no gate).
+    or a (blocks,) tensor of per-block means); the gate's cost is added for every token unless
+    ``gate=False`` (a fixed k for every token runs no gate). ``None`` counts the dense model (or,
+    for ACMs, all N learners and no gate).
     """
     d = vit.embed_dim
     p = vit.patch_embed.patch_size[0]
@@ -129,8 +130,8 @@ def vit_macs(vit: nn.Module, learners_per_token: torch.Tensor | float | None = N
                 total += T * mlp.num_learners * learner
             else:
                 k = float(per_block[i] if per_block.dim() else per_block)
-                gate = sum(m.in_features * m.out_features for m in mlp.gate if isinstance(m, nn.Linear))
-                total += T * (k * learner + gate)
+                gate_macs = sum(m.in_features * m.out_features for m in mlp.gate if isinstance(m, nn.Linear))
+                total += T * (k * learner + (gate_macs if gate else 0))
         else:
             total += T * 2 * mlp.fc1.in_features * mlp.fc1.out_features
     return float(total)
