@@ -20,7 +20,12 @@ from cookbook.losses import (
     weighted_feature_loss,
     weighted_kd_loss,
 )
-from cookbook.methods.vision import kd3_instance_weights, ncc_loo_accuracy, probe_pseudo_labels, source_weights
+from cookbook.methods.vision import (
+    kd3_instance_weights,
+    ncc_loo_accuracy,
+    probe_pseudo_labels,
+    source_weights,
+)
 from cookbook.metrics import mean_iou
 from cookbook.models import AlignedStudent, PooledCNN, TinyUNet, label_assist_channel
 
@@ -163,7 +168,9 @@ def test_weighted_losses():
     fs, ft = torch.randn(5, 2, 3), torch.randn(5, 2, 3)
     assert weighted_feature_loss(fs, ft, w).item() == pytest.approx((fs[0] - ft[0]).pow(2).mean().item())
     W, V = torch.randn(3, 4), torch.randn(3, 4)
-    assert classifier_alignment_loss(W, V).item() == pytest.approx((W - V).pow(2).mean().item())
+    assert classifier_alignment_loss(W, V).item() == pytest.approx((W - V).pow(2).sum().item() / 3)
+    b, c = torch.randn(3), torch.randn(3)
+    assert classifier_alignment_loss(W, V, b, c).item() == pytest.approx(((W - V).pow(2).sum() + (b - c).pow(2).sum()).item() / 3)
     with pytest.raises(ValueError, match="weights"):
         weighted_kd_loss(s, t, torch.ones(4))
 

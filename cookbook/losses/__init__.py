@@ -1,12 +1,17 @@
 """Distillation losses: pure functions, one module per family (logits, features, graph, llm, ...)."""
 
-from cookbook.losses.adaptive import acm_distill_loss, acm_gate_losses, acm_gate_targets, gate_choice_loss
+from cookbook.losses.adaptive import (
+    acm_distill_loss,
+    acm_gate_losses,
+    acm_gate_targets,
+    gate_choice_loss,
+)
 from cookbook.losses.features import (
     attention_kl_loss,
     contextual_loss,
     hybrid_distill_loss,
-    restrict_attention,
     masked_reconstruction_loss,
+    restrict_attention,
     token_node_loss,
     token_relation_loss,
     visible_feature_loss,
@@ -23,7 +28,6 @@ from cookbook.losses.logits import (
     pld_loss,
     soft_targets,
 )
-
 from cookbook.losses.segmentation import cwd_loss, dual_path_loss
 from cookbook.losses.transfer import (
     classifier_alignment_loss,

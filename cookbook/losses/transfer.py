@@ -11,7 +11,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from cookbook.checks import check_finite_param, check_pair, check_temperature, check_tensor, check_values
+from cookbook.checks import (
+    check_finite_param,
+    check_pair,
+    check_temperature,
+    check_tensor,
+    check_values,
+)
 
 
 def _check_weights(weights: torch.Tensor, n: int, name: str = "weights") -> None:
@@ -88,16 +94,17 @@ def classifier_alignment_loss(student_weight: torch.Tensor, teacher_weight: torc
                               student_bias: torch.Tensor | None = None, teacher_bias: torch.Tensor | None = None) -> torch.Tensor:
     """KD3's classifier alignment: the student's classifier parameters move toward the teacher's.
 
-        L = mean (W_s - W_t)^2  (+ mean (b_s - b_t)^2)
+        L = (1 / C) sum_c ( || W_s[c] - W_t[c] ||^2 + (b_s[c] - b_t[c])^2 )
 
-    Same-shape linear heads (the student reads projected features of the teacher's shape).
+    a squared distance per class row (summed over the row, so a wide head's many small weights still
+    count). Same-shape linear heads (C, D) (the student reads projected features of the teacher's shape).
     Paper: Tang et al., arXiv 2307.11469.
     """
     check_pair(student_weight, teacher_weight, "weight")
-    loss = (student_weight - teacher_weight.detach()).pow(2).mean()
+    loss = (student_weight - teacher_weight.detach()).pow(2).sum() / len(student_weight)
     if student_bias is not None and teacher_bias is not None:
         check_pair(student_bias, teacher_bias, "bias")
-        loss = loss + (student_bias - teacher_bias.detach()).pow(2).mean()
+        loss = loss + (student_bias - teacher_bias.detach()).pow(2).sum() / len(student_weight)
     return loss
 
 

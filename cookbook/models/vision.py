@@ -355,9 +355,13 @@ def vit_forward_tokens(model: nn.Module, x: torch.Tensor, keep: torch.Tensor | N
     return model.norm(h), attns
 
 
-def cnn_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """A SmallCNN / PlainCNN's last stage, global-average-pooled: (B, 1, 28, 28) -> (B, C)."""
-    return model.stage3(model.stage2(model.stage1(x))).mean((2, 3))
+def cnn_features(model: nn.Module, x: torch.Tensor, grid: int = 1) -> torch.Tensor:
+    """A SmallCNN / PlainCNN's last stage, average-pooled to ``grid`` x ``grid``: (B, 1, 28, 28) -> (B, C * grid^2).
+
+    grid 1 is the global average pool; grid 2 keeps a coarse what-is-where (top/bottom, left/right),
+    which Fashion-MNIST classes differ by (P29's source features, notebook 01d)."""
+    h = model.stage3(model.stage2(model.stage1(x)))
+    return h.mean((2, 3)) if grid == 1 else nn.functional.adaptive_avg_pool2d(h, grid).flatten(1)
 
 
 class PooledCNN(nn.Module):
