@@ -3,6 +3,7 @@
 Classification metrics take logits (N, C) or predicted labels (N,); LM metrics read a top-k
 teacher cache of held-out sequences (``cookbook.teachers.topk_cache``). Every notebook and the
 training loop score with these, so two notebooks cannot disagree on what "accuracy" means.
+Generated code lines are scored by exact match and ROUGE-L (``torchmetrics``).
 Group fairness gaps (demographic parity, equalised odds) take hard binary predictions and a
 group id per example. Ranking metrics (MRR@k, nDCG@k, Recall@k) are computed by ``ranx``
 (Bassani, ECIR 2022), a maintained library checked against trec_eval, from a score matrix or a
@@ -87,6 +88,39 @@ def teacher_perplexity(cache, rows=None) -> float:
     rows = slice(None) if rows is None else rows
     target = cache.get("target_logprobs", rows)[:, :-1]
     return perplexity(-target.double().mean().item())
+
+
+def _check_texts(predictions: list[str], references: list[str]) -> None:
+    if len(predictions) != len(references) or not references:
+        raise ValueError(f"need as many predictions as references (> 0), got {len(predictions)} and {len(references)}")
+
+
+def exact_match(predictions: list[str], references: list[str]) -> float:
+    """Share of predictions equal to their reference after stripping surrounding whitespace."""
+    _check_texts(predictions, references)
+    return sum(p.strip() == r.strip() for p, r in zip(predictions, references)) / len(references)
+
+
+def code_tokens(text: str) -> list[str]:
+    """Identifiers, numbers and single punctuation marks: the units ROUGE-L counts in code."""
+    import re
+
+    return re.findall(r"\w+|[^\w\s]", text)
+
+
+def rouge_l(predictions: list[str], references: list[str]) -> float:
+    """Mean ROUGE-L F1 (longest common subsequence) of each prediction against its reference.
+
+    Computed by ``torchmetrics`` over :func:`code_tokens` (its default tokenizer drops punctuation,
+    which is half of a code line), case kept. The metric of MiniLLM / DistiLLM / GKD's
+    generations, here on completed code lines.
+    """
+    from torchmetrics.functional.text.rouge import rouge_score
+
+    _check_texts(predictions, references)
+    scores = [rouge_score(p, r, rouge_keys=("rougeL",), tokenizer=code_tokens, normalizer=lambda t: t)
+              ["rougeL_fmeasure"].item() for p, r in zip(predictions, references)]
+    return sum(scores) / len(scores)
 
 
 def _group_rates(pred: Tensor, groups: Tensor, mask: Tensor) -> Tensor:
@@ -222,3 +256,77 @@ def attention_distance(attn: torch.Tensor, grid: int, prefix: int = 1) -> torch.
     pos = torch.stack([ys.flatten(), xs.flatten()], -1).float().to(attn.device)
     dist = torch.cdist(pos, pos)                                              # (N, N) in patches
     return (a * dist).sum(-1).mean((0, 2))
+
+
+# ----------------------------------------------------------------------------- generative quality (notebooks 07a/07b)
+
+class ClassifierFeatures(nn.Module):
+    """A frozen Fashion-MNIST ``SmallCNN`` as the feature extractor of the generative metrics.
+
+    Input: images in [-1, 1], (N, 1, s, s) of any size s; they are resized to 28 x 28 (bilinear),
+    normalised as the classifier was trained, and mapped to the global average pool of its last
+    stage (``num_features`` = 4 x width, 128 for ``fmnist-cnn``). ``logits(x)`` gives its class scores.
+    This stands in for Inception-v3: a Frechet distance on these features is NOT Inception FID and
+    its values are not comparable with published FIDs.
+    """
+
+    def __init__(self, classifier: nn.Module, mean: float = 0.2860, std: float = 0.3530):
+        super().__init__()
+        self.classifier, self.mean, self.std = classifier.eval(), mean, std
+        self.num_features = classifier.stage3[0][0].out_channels
+
+    def _prep(self, x: Tensor) -> Tensor:
+        x = x.float()
+        if x.shape[-1] != 28:
+            x = torch.nn.functional.interpolate(x, size=(28, 28), mode="bilinear", align_corners=False)
+        return ((x.clamp(-1, 1) + 1) / 2 - self.mean) / self.std
+
+    @torch.no_grad()
+    def forward(self, x: Tensor) -> Tensor:             # (N, 1, s, s) -> (N, num_features)
+        c = self.classifier
+        return c.stage3(c.stage2(c.stage1(self._prep(x)))).mean((2, 3))
+
+    @torch.no_grad()
+    def logits(self, x: Tensor) -> Tensor:              # (N, 1, s, s) -> (N, C)
+        return self.classifier(self._prep(x))
+
+
+def frechet_distance(real: Tensor, fake: Tensor, features: nn.Module, batch_size: int = 500) -> float:
+    """Frechet distance between Gaussians fitted to ``features`` of real and generated images.
+
+    Computed by torchmetrics' ``FrechetInceptionDistance`` with ``features`` as its custom feature
+    extractor (e.g. ``ClassifierFeatures``), so it is "FID" only in form: the value depends on the
+    feature network and on the sample sizes (it is biased upwards for small n; compare rows
+    computed with the same n only, and report n).
+    """
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    if len(real) < 2 or len(fake) < 2:
+        raise ValueError("frechet_distance needs at least 2 real and 2 generated images")
+    fid = FrechetInceptionDistance(feature=features, normalize=True)
+    for imgs, is_real in ((real, True), (fake, False)):
+        for start in range(0, len(imgs), batch_size):
+            fid.update(imgs[start:start + batch_size], real=is_real)
+    return float(fid.compute())
+
+
+def precision_recall(real_feats: Tensor, fake_feats: Tensor, k: int = 3) -> tuple[float, float]:
+    """Improved precision and recall (Kynkaanniemi et al., NeurIPS 2019, arXiv 1904.06991).
+
+    Each set's manifold is the union of balls around its points with radius = distance to the
+    k-th nearest neighbour in the same set. precision = share of generated points inside the real
+    manifold (quality), recall = share of real points inside the generated manifold (coverage).
+    """
+    if real_feats.dim() != 2 or fake_feats.dim() != 2 or real_feats.shape[1] != fake_feats.shape[1]:
+        raise ValueError("precision_recall needs (N, D) real and (M, D) generated features")
+    if min(len(real_feats), len(fake_feats)) <= k:
+        raise ValueError(f"precision_recall needs more than k={k} points in each set")
+    real_feats, fake_feats = real_feats.double(), fake_feats.double()
+
+    def radii(x: Tensor) -> Tensor:
+        return torch.cdist(x, x).kthvalue(k + 1, dim=1).values          # +1: the point itself
+
+    def inside(points: Tensor, centres: Tensor, r: Tensor) -> float:
+        return (torch.cdist(points, centres) <= r[None]).any(1).double().mean().item()
+
+    return inside(fake_feats, real_feats, radii(real_feats)), inside(real_feats, fake_feats, radii(fake_feats))

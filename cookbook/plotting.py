@@ -49,30 +49,46 @@ def bars(labels: Sequence[str], means: Sequence[float], stds: Sequence[float] | 
 
 
 def paired_gains(gains: Mapping[str, Sequence[float]], *, paper: Mapping[str, float] | None = None,
+                 claims: Mapping[str, int] | None = None, higher_is_better: bool = True,
                  xlabel: str = "gain over the baseline (points)", title: str = "", ax=None):
     """Paired per-seed gains, one row per comparison: a dot per seed, a bar at the mean, a zero line.
 
-    ``gains``: {label: per-seed differences} (a ``results.Gain`` or a list of floats). ``paper``:
-    {label: the paper's claimed gain}, drawn as a star on that row (its setting may differ: say so).
-    Easier to read than bars of raw accuracies: the sign on each seed is what a reader wants to see.
+    ``gains``: {label: per-seed differences} (a ``results.Gain`` or a list of floats).
+    ``paper``: {label: the paper's claimed gain}, drawn as a star on that row (its setting may
+    differ: say so). ``claims``: {label: +1 or -1}, the direction the paper reports when it gives
+    no number in our metric, written as "paper ->" / "<- paper" at that end of the row.
+    A row is green when its mean moves the way that is better (``higher_is_better``, or the row's
+    claimed direction), red otherwise. Easier to read than bars of raw scores: the sign on each
+    seed is what a reader wants to see.
     """
     labels = list(gains)
     if not labels:
         raise ValueError("paired_gains needs at least one comparison")
+    bad = {k: v for k, v in (claims or {}).items() if v not in (1, -1)}
+    if bad:
+        raise ValueError(f"claims must be +1 or -1, got {bad}")
     ax = ax or plt.subplots(figsize=(6.4, 0.45 * len(labels) + 1.2))[1]
+    first_star = min((labels.index(k) for k in (paper or {}) if k in labels), default=None)
     for row, label in enumerate(labels):
         values = np.asarray(getattr(gains[label], "per_seed", gains[label]), dtype=float)
-        color = "tab:green" if values.mean() > 0 else "tab:red"
+        better = (claims or {}).get(label, 1 if higher_is_better else -1)
+        color = "tab:green" if values.mean() * better > 0 else "tab:red"
         ax.barh(row, values.mean(), height=0.5, color=color, alpha=0.35)
         ax.scatter(values, np.full(len(values), row), color=color, s=18, zorder=3)
         if paper and label in paper:
             ax.scatter([paper[label]], [row], marker="*", s=120, color="black", zorder=4,
-                       label="paper's claim" if row == min(labels.index(k) for k in paper if k in labels) else None)
+                       label="paper's claim" if row == first_star else None)
     ax.axvline(0, color="gray", lw=1)
+    lo, hi = ax.get_xlim()
+    for row, label in enumerate(labels):
+        if claims and label in claims:
+            up = claims[label] > 0
+            ax.annotate("paper \u2192" if up else "\u2190 paper", xy=(hi if up else lo, row), fontsize=7,
+                        color="gray", va="center", ha="right" if up else "left")
     ax.set_yticks(range(len(labels)), labels, fontsize=8)
     ax.invert_yaxis()
     ax.set(xlabel=xlabel, title=title)
-    if paper:
+    if first_star is not None:
         ax.legend(fontsize=8, loc="best")
     return ax
 
@@ -202,3 +218,4 @@ def plot_benchmark(rows: Sequence[Mapping], *, title: str = "", axes=None):
     axes[0].legend(fontsize=7)
     axes[0].figure.suptitle(title or "fused head + KD loss, one forward + backward")
     return axes
+

@@ -58,6 +58,39 @@ def paired_gain(method: Sequence[float], baseline: Sequence[float], scale: float
     return Gain(tuple(scale * (float(a) - float(b)) for a, b in zip(method, baseline)))
 
 
+def paired_table(scores: dict[str, dict[int, dict[str, float]]], baselines: dict[str, str],
+                 metrics: dict[str, tuple[str, float, str]], *, gain_metrics: Sequence[str] = (),
+                 seconds: dict[str, float] | None = None) -> str:
+    """Markdown: one row per method with mean +- std over seeds of every metric, then each of
+    ``gain_metrics`` minus its baseline's seed by seed (:func:`paired_gain`; "mean (per seed) vs
+    baseline"), then the number of seeds and, if given, seconds per step.
+
+    scores: method -> seed -> metric -> value; metrics: name -> (column label, scale, format);
+    a scale of 1 keeps the metric's units (differences with 2 decimals), 100 gives points.
+    """
+    head = [label for label, _, _ in metrics.values()]
+    head += [f"Δ {metrics[m][0].split(' (')[0]} vs baseline (per seed)" for m in gain_metrics] + ["seeds", "s / step"]
+    lines = ["| method | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
+    for method, by_seed in scores.items():
+        seeds = sorted(by_seed)
+        cells = []
+        for metric, (_, scale, form) in metrics.items():
+            m, s = mean_std([scale * by_seed[k][metric] for k in seeds])
+            cells.append(f"{form.format(m)} ± {form.format(s)}")
+        base = baselines.get(method)
+        for metric in gain_metrics:
+            if base is None:
+                cells.append("")
+                continue
+            scale = metrics[metric][1]
+            g = paired_gain([by_seed[k][metric] for k in seeds], [scores[base][k][metric] for k in seeds], scale=scale)
+            digits = 2 if scale == 1.0 else 1
+            cells.append(f"{g.mean:+.2f} ({', '.join(f'{d:+.{digits}f}' for d in g.per_seed)}) vs {base}")
+        cells += [str(len(seeds)), "" if not seconds or method not in seconds else f"{seconds[method]:.2f}"]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def record(notebook: str, method: str, metric: str, value: float | Sequence[float], *,
            paper: str | None = None, note: str | None = None, **extra) -> dict:
     """Store one result row in results/<notebook>.json (replacing the same method/metric/mode).

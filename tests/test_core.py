@@ -152,6 +152,18 @@ def test_paired_gains_plot():
         plotting.paired_gains({})
 
 
+def test_paired_gains_claims_set_direction():
+    # perplexity: lower is better, so a negative mean is the good colour and the arrow points left
+    ax = plotting.paired_gains({"CE+KL": [-1.0, -2.0], "RKL": [3.0, 4.0]}, claims={"CE+KL": -1, "RKL": -1})
+    good, bad = (p.get_facecolor()[:3] for p in ax.patches)
+    assert good != bad
+    assert [t.get_text() for t in ax.texts] == ["\u2190 paper", "\u2190 paper"]
+    same = plotting.paired_gains({"x": [-1.0, -2.0]}, higher_is_better=False)
+    assert same.patches[0].get_facecolor()[:3] == good
+    with pytest.raises(ValueError, match="claims"):
+        plotting.paired_gains({"x": [1.0]}, claims={"x": 2})
+
+
 def test_sweeps_plot():
     axes = plotting.sweeps({"all": {"KD": {"T=1": 0.8, "T=4": 0.9}, "PLD": {"T=1": 0.85}},
                             "1k": {"KD": {"T=1": 0.7, "T=4": 0.6}}}, chosen={("all", "KD"): "T=4"})

@@ -443,3 +443,33 @@ def test_bench_harness_in_process(monkeypatch, tmp_path):
 def test_physical_floor():
     # SmolLM2 shape at N=8192 in fp32: 3 V*H + 3 N*H floats
     assert bench.physical_floor_bytes(8192, 576, 49152) == 4 * (3 * 49152 * 576 + 3 * 8192 * 576)
+
+
+@pytest.mark.parametrize("divergence", ["skew_kl", "skew_rkl"])
+@pytest.mark.parametrize("alpha", [0.0, 0.1, 0.6])
+def test_skew_divergences_on_a_topk_teacher_match_the_reference(divergence, alpha):
+    from cookbook.losses.llm import TopKTeacher, distill_loss
+
+    g = torch.Generator().manual_seed(5)
+    h = torch.randn(41, 13, generator=g, requires_grad=True)
+    w = torch.randn(401, 13, generator=g, requires_grad=True)
+    teacher = TopKTeacher.from_logits(torch.randn(41, 401, generator=g) * 3, 9)
+    mask = torch.rand(41, generator=g) > 0.3
+    got = fused_linear_distill(h, w, teacher, divergence=divergence, alpha=alpha, mask=mask, chunk_size=8)
+    want = distill_loss(h @ w.T, teacher, divergence=divergence, alpha=alpha, mask=mask)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    for a, b in zip(torch.autograd.grad(got, (h, w)), torch.autograd.grad(want, (h, w))):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_skew_divergences_refuse_what_they_cannot_run():
+    from cookbook.losses.llm import TopKTeacher
+
+    h, w = torch.randn(5, 4), torch.randn(11, 4)
+    with pytest.raises(ValueError, match="TopKTeacher on the torch backend"):
+        fused_linear_distill(h, w, torch.randn(5, 11), divergence="skew_kl")
+    with pytest.raises(ValueError, match="TopKTeacher on the torch backend"):
+        fused_linear_distill(h, w, TopKTeacher.from_logits(torch.randn(5, 11), 3), divergence="skew_kl",
+                             backend="tile")
+    with pytest.raises(ValueError, match="alpha"):
+        fused_linear_distill(h, w, TopKTeacher.from_logits(torch.randn(5, 11), 3), divergence="skew_kl", alpha=1.0)

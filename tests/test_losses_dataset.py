@@ -10,13 +10,18 @@ from hypothesis import strategies as st
 from cookbook.losses.dataset import (
     balanced_inner_weight,
     barlow_twins_loss,
+    bn_matching_loss,
     expert_loss_scale,
     gradient_match_distance,
     input_gradient_penalty,
+    interpolated_logits,
     krr_predict,
     krr_st_loss,
     mean_embedding_loss,
     trajectory_matching_loss,
+    vote_logits,
+    vote_weights,
+    voting_recover_loss,
 )
 
 # ----------------------------------------------------------------------------- DC gradient distance
@@ -207,3 +212,107 @@ def test_barlow_twins_bad_input():
         barlow_twins_loss(torch.zeros(4, 3), torch.zeros(4, 2))
     with pytest.raises(ValueError):
         barlow_twins_loss(torch.full((4, 3), float("nan")), torch.zeros(4, 3))
+
+
+# ----------------------------------------------------------------------------- SRe2L, CV-DD (P34), INFER (P68)
+
+
+def test_bn_matching_hand_value_and_first_layer_multiplier():
+    # one channel, batch of two 1 x 2 maps: values 0, 2 and 4, 6 -> mean 3, biased variance 5
+    x = torch.tensor([[[[0.0, 2.0]]], [[[4.0, 6.0]]]])
+    rm, rv = torch.tensor([1.0]), torch.tensor([2.0])
+    want = abs(3 - 1) + abs(5 - 2)                                   # L2 norms of 1-d differences
+    assert bn_matching_loss([x], [rm], [rv], first_multiplier=1.0).item() == pytest.approx(want)
+    assert bn_matching_loss([x], [rm], [rv]).item() == pytest.approx(10 * want)     # first layer x 10
+    two = bn_matching_loss([x, x], [rm, rm], [rv, rv], first_multiplier=10.0)
+    assert two.item() == pytest.approx(11 * want)                    # later layers weigh 1
+    # norms are not squared: two channels off by (3, 4) in the mean give 5
+    x2 = torch.zeros(4, 2, 3, 3)
+    assert bn_matching_loss([x2], [torch.tensor([3.0, 4.0])], [torch.zeros(2)], first_multiplier=1.0).item() == pytest.approx(5.0)
+
+
+def test_bn_matching_is_zero_on_matching_statistics_and_has_gradients():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(8, 3, 5, 5, generator=g, requires_grad=True)
+    rm, rv = x.detach().mean((0, 2, 3)), x.detach().var((0, 2, 3), unbiased=False)
+    assert bn_matching_loss([x], [rm], [rv]).item() == pytest.approx(0.0, abs=1e-5)
+    loss = bn_matching_loss([x], [rm + 1], [rv])
+    loss.backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+def test_bn_matching_groups_equal_separate_batches():
+    g = torch.Generator().manual_seed(1)
+    feats = [torch.randn(6, 4, 3, 3, generator=g), torch.randn(6, 2, generator=g)]   # conv and flat inputs
+    stats = [(torch.randn(4, generator=g), torch.rand(4, generator=g)), (torch.randn(2, generator=g), torch.rand(2, generator=g))]
+    rms, rvs = [m for m, _ in stats], [v for _, v in stats]
+    per = bn_matching_loss(feats, rms, rvs, groups=3, reduction="none")
+    assert per.shape == (3,)
+    for k in range(3):
+        alone = bn_matching_loss([f[2 * k:2 * k + 2] for f in feats], rms, rvs)
+        assert per[k].item() == pytest.approx(alone.item(), rel=1e-5)
+    assert bn_matching_loss(feats, rms, rvs, groups=3).item() == pytest.approx(per.sum().item(), rel=1e-6)
+
+
+def test_bn_matching_bad_input():
+    x, rm, rv = torch.randn(4, 3, 2, 2), torch.zeros(3), torch.ones(3)
+    with pytest.raises(ValueError, match="one running mean"):
+        bn_matching_loss([x], [rm], [])
+    with pytest.raises(ValueError, match="group"):
+        bn_matching_loss([x], [rm], [rv], groups=3)                  # 4 images do not split in 3
+    with pytest.raises(ValueError, match="group"):
+        bn_matching_loss([x], [torch.zeros(2)], [rv])                # statistics of the wrong width
+    with pytest.raises(ValueError, match="reduction"):
+        bn_matching_loss([x], [rm], [rv], reduction="mean")
+
+
+def test_vote_weights_softmax_and_limits():
+    p = torch.tensor([63.0, 65.3, 68.5])                            # CV-DD's CIFAR-10 priors (R18, R50, SV2)
+    w = vote_weights(p, 5.0)
+    assert torch.allclose(w, torch.softmax(p / 5, 0)) and w.sum().item() == pytest.approx(1.0)
+    assert int(w.argmax()) == 2
+    assert torch.allclose(vote_weights(p, 1e6), torch.full((3,), 1 / 3), atol=1e-4)     # tau -> inf: equal votes
+    assert vote_weights(p, 1e-3)[2].item() == pytest.approx(1.0)                      # tau -> 0: the best alone
+    with pytest.raises(ValueError):
+        vote_weights(p, 0.0)
+    with pytest.raises(ValueError):
+        vote_weights(torch.tensor([1.0, float("nan")]))
+
+
+def test_voting_recover_loss_reduces_to_sre2l():
+    ce, bn = torch.tensor([2.0]), torch.tensor([30.0])
+    assert voting_recover_loss(ce, bn, torch.ones(1), r_bn=0.01).item() == pytest.approx(2.3)   # CE + 0.01 R_BN
+    ce2, bn2, w2 = torch.tensor([[1.0, 2.0]]), torch.tensor([[10.0, 20.0]]), torch.tensor([[0.25, 0.75]])
+    assert voting_recover_loss(ce2, bn2, w2, r_bn=0.1).item() == pytest.approx(0.25 * 2 + 0.75 * 4)
+    with pytest.raises(ValueError):
+        voting_recover_loss(ce, torch.ones(2), torch.ones(1))
+    with pytest.raises(ValueError):
+        voting_recover_loss(ce, bn, torch.ones(1), r_bn=-1.0)
+
+
+def test_vote_logits_weights_logits_before_the_softmax():
+    g = torch.Generator().manual_seed(2)
+    zs = [torch.randn(5, 4, generator=g) for _ in range(3)]
+    assert torch.allclose(vote_logits(zs, torch.full((3,), 1 / 3)), torch.stack(zs).mean(0), atol=1e-6)
+    w = torch.tensor([0.2, 0.3, 0.5])
+    assert torch.allclose(vote_logits(zs, w), 0.2 * zs[0] + 0.3 * zs[1] + 0.5 * zs[2], atol=1e-6)
+    assert not torch.allclose(torch.softmax(vote_logits(zs, w), -1),
+                              sum(wk * torch.softmax(z, -1) for wk, z in zip(w, zs)))     # not a probability average
+    with pytest.raises(ValueError, match="weights"):
+        vote_logits(zs, torch.ones(2))
+    with pytest.raises(ValueError):
+        vote_logits([], torch.ones(0))
+    with pytest.raises(ValueError):
+        vote_logits([zs[0], zs[1][:, :3]], torch.ones(2))
+
+
+def test_interpolated_logits_end_points_and_bad_input():
+    z = torch.arange(12.0).view(4, 3)
+    perm = torch.tensor([2, 0, 3, 1])
+    assert torch.equal(interpolated_logits(z, perm, 1.0), z)
+    assert torch.equal(interpolated_logits(z, perm, 0.0), z[perm])
+    assert torch.allclose(interpolated_logits(z, perm, 0.25), 0.25 * z + 0.75 * z[perm])
+    with pytest.raises(ValueError):
+        interpolated_logits(z, perm, 1.5)
+    with pytest.raises(ValueError, match="perm"):
+        interpolated_logits(z, perm[:3], 0.5)

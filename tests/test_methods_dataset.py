@@ -1,5 +1,7 @@
-"""Dataset-distillation synthesis loops, DSA, the ConvNet and the evaluation protocol (notebook 03a)."""
+"""Dataset-distillation synthesis loops, DSA, the ConvNet and the evaluation protocol (notebooks 03a, 03c)."""
 
+import copy
+import functools
 import json
 
 import pytest
@@ -217,3 +219,186 @@ def test_load_pool_refuses_more_than_the_subset_holds(monkeypatch):
     monkeypatch.setattr(images, "locate_fashion_mnist", lambda online=False: found)
     with pytest.raises(FileNotFoundError, match="make data"):
         dd.load_pool(n=10_000)
+
+
+# ----------------------------------------------------------------------------- SRe2L, CV-DD (P34), INFER (P68)
+
+
+def test_convnet_batch_norm_option_and_mixup():
+    net = ConvNet(width=4, norm="batch")
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules()) == 3
+    assert not any(isinstance(m, torch.nn.GroupNorm) for m in net.modules())
+    with pytest.raises(ValueError, match="norm"):
+        ConvNet(norm="layer")
+    from cookbook.data.augment import mixup
+
+    x = torch.arange(4.0).view(4, 1, 1, 1)
+    mixed, perm, lam = mixup(x, 0.8, generator=torch.Generator().manual_seed(0))
+    again = mixup(x, 0.8, generator=torch.Generator().manual_seed(0))
+    assert 0 <= lam <= 1 and sorted(perm.tolist()) == [0, 1, 2, 3] and again[2] == lam and torch.equal(again[1], perm)
+    assert torch.allclose(mixed, lam * x + (1 - lam) * x[perm])
+    with pytest.raises(ValueError):
+        mixup(x, 0.0)
+
+
+@functools.cache
+def _bn_teacher_cached(seed):
+    X, y = _pool()
+    torch.manual_seed(seed)
+    net = ConvNet(width=4, norm="batch")
+    opt = torch.optim.Adam(net.parameters(), lr=2e-2)
+    for _ in range(10):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(net(X), y).backward()
+        opt.step()
+    return net.eval().requires_grad_(False)
+
+
+def _bn_teacher(X, y, seed=0):
+    """A small BatchNorm ConvNet fitted a few steps on ``_pool()``: running statistics and a signal
+    (trained once per seed; tests must not change it)."""
+    return _bn_teacher_cached(seed)
+
+
+def test_bn_inputs_records_call_order_and_removes_hooks():
+    net = ConvNet(width=4, norm="batch").eval()
+    with dd.bn_inputs(net) as seen:
+        net(torch.randn(2, 1, 28, 28))
+    assert [m for m, _ in seen] == [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert [tuple(f.shape) for _, f in seen] == [(2, 4, 32, 32), (2, 4, 16, 16), (2, 4, 8, 8)]
+    net(torch.randn(2, 1, 28, 28))
+    assert len(seen) == 3                                       # hooks are gone after the block
+    with pytest.raises(ValueError, match="BatchNorm"):
+        with dd.bn_inputs(ConvNet(width=4)):                    # instance norm: nothing to match
+            pass
+
+
+def test_batch_statistics_equal_train_mode_and_leave_running_stats():
+    X, y = _pool()
+    net = _bn_teacher(X, y)
+    bn = net.features[1]
+    before = (bn.running_mean.clone(), bn.running_var.clone())
+    x = X[:16]
+    with dd.batch_statistics(net):
+        got = net(x)
+    want = copy.deepcopy(net).train()(x)        # train mode: batch statistics (and it updates them)
+    assert torch.allclose(got, want, atol=1e-5)
+    assert not net.training and torch.equal(bn.running_mean, before[0]) and torch.equal(bn.running_var, before[1])
+    assert not torch.allclose(net(x), got, atol=1e-3)            # eval mode again: stored statistics
+
+
+def test_committee_vote_equal_weights_is_the_logit_mean_and_bssl_splits_the_batch():
+    X, y = _pool()
+    members = [_bn_teacher(X, y, seed=s) for s in (0, 1)]
+    x = X[:10]
+    cv = dd.CommitteeVote(members)
+    assert torch.allclose(cv(x), (members[0](x) + members[1](x)) / 2, atol=1e-5)
+    bssl = dd.CommitteeVote(members, [0.25, 0.75], batch_stats=True, chunks=2)
+    halves = []
+    for m in members:
+        with dd.batch_statistics(m):
+            halves.append(torch.cat([m(x[:5]), m(x[5:])]))
+    assert torch.allclose(bssl(x), 0.25 * halves[0] + 0.75 * halves[1], atol=1e-5)
+    bssl.train()
+    assert not any(m.training for m in members)                 # a committee never trains its members
+    with pytest.raises(ValueError, match="weights"):
+        dd.CommitteeVote(members, [1.0])
+
+
+def test_sre2l_recovery_lowers_its_loss_keeps_range_and_is_a_committee_of_one():
+    X, y = _pool()
+    t = _bn_teacher(X, y)
+    syn = dd.sre2l(X, y, 2, t, iterations=20, init="real", augment=True, seed=0)
+    assert syn.images.shape == (20, 1, 28, 28) and syn.labels.tolist() == [c for c in range(10) for _ in range(2)]
+    loss = syn.extra["loss"]
+    assert sum(loss[-5:]) < sum(loss[:5])
+    assert syn.images.min() >= X.min() - 1e-6 and syn.images.max() <= X.max() + 1e-6
+    g = torch.Generator().manual_seed(0)
+    same = dd.recover([t], 10, 2, committees=[[0], [0]], weights=[[1.0], [1.0]], iterations=20, augment=True,
+                      init_images=dd._init_images(X, y, 2, g), pixel_range=(float(X.min()), float(X.max())), seed=0)
+    assert torch.allclose(same.images, syn.images)
+    noise = dd.sre2l(X, y, 1, t, iterations=3, seed=0)
+    assert noise.name == "SRe2L" and noise.images.shape == (10, 1, 28, 28)
+    with pytest.raises(ValueError, match="committees"):
+        dd.recover([t], 10, 2, committees=[[0]], weights=[[1.0]], iterations=2)
+    with pytest.raises(ValueError, match="index"):
+        dd.recover([t], 10, 1, committees=[[1]], weights=[[1.0]], iterations=2)
+
+
+def test_recovered_batches_are_independent_of_each_other():
+    """Optimising all synthetic batches at once equals optimising each alone (Adam per pixel, summed loss)."""
+    X, y = _pool()
+    t = _bn_teacher(X, y)
+    g = torch.Generator().manual_seed(3)
+    init = dd._init_images(X, y, 2, g)
+    both = dd.recover([t], 10, 2, committees=[[0], [0]], weights=[[1.0], [1.0]], iterations=8, jitter=0,
+                      init_images=init, seed=0)
+    first = dd.recover([t], 10, 1, committees=[[0]], weights=[[1.0]], iterations=8, jitter=0,
+                       init_images=init.view(10, 2, 1, 28, 28)[:, 0], seed=0)
+    assert torch.allclose(both.images.view(10, 2, 1, 28, 28)[:, 0], first.images, atol=1e-5)
+
+
+def test_cv_dd_committee_schedule():
+    priors = [63.0, 65.3, 68.5, 67.6]
+    com, w = dd.cv_dd_committees(priors, 1)
+    assert com == [[2, 3]]                                       # the two best priors at IPC 1
+    assert w[0] == pytest.approx(torch.softmax(torch.tensor([68.5, 67.6]) / 5, 0).tolist())
+    com, w = dd.cv_dd_committees(priors, 8)
+    assert com[:6] == [[0, 1], [0, 2], [0, 3], [1, 2], [1, 3], [2, 3]] and com[6:] == [[0, 1], [0, 2]]
+    assert all(sum(v) == pytest.approx(1.0) for v in w)
+    with pytest.raises(ValueError):
+        dd.cv_dd_committees(priors[:1], 2)
+
+
+def test_cv_dd_runs_and_shares_sre2l_plus_plus_init():
+    X, y = _pool()
+    ts = [_bn_teacher(X, y, seed=s) for s in (0, 1, 2)]
+    syn = dd.cv_dd(X, y, 2, ts, [60.0, 70.0, 65.0], iterations=12, seed=0)
+    assert syn.images.shape == (20, 1, 28, 28) and syn.extra["committees"] == [[0, 1], [0, 2]]
+    assert sum(syn.extra["loss"][-3:]) < sum(syn.extra["loss"][:3])
+    ref = dd.sre2l(X, y, 2, ts[0], iterations=1, init="real", augment=True, seed=0)   # same real starting images
+    assert (syn.images - ref.images).abs().mean() < (syn.images - X[:20]).abs().mean()
+
+
+def test_infer_budget_matches_the_official_arithmetic():
+    assert dd.infer_budget(10, 100, 4) == (9, 936, 4500)         # CIFAR-100, IPC 10: ipc_init 9
+    assert dd.infer_budget(10, 10, 4) == (7, 98, 350)            # 10 classes: 70 images + 28 UFCs <= 100
+    assert dd.infer_budget(50, 10, 4) == (35, 490, 1750)
+    assert dd.infer_budget(1, 10, 4)[0] == 0                     # no INFER set fits IPC 1 with 10 classes
+    for ipc in (2, 5, 10, 50):
+        k, stored, _ = dd.infer_budget(ipc, 10, 3)
+        assert stored <= ipc * 10
+
+
+def test_infer_composites_share_one_compensator_per_batch_and_member():
+    X, y = _pool()
+    ts = [_bn_teacher(X, y, seed=s) for s in (0, 1)]
+    syn = dd.infer(X, y, 2, ts, iterations=5, seed=0)           # K = int(2 / 1.2) = 1
+    k = syn.extra["ipc_init"]
+    assert k == 1 and syn.images.shape == (10 * 3, 1, 28, 28) and syn.extra["stored_images"] == 12
+    assert syn.labels.tolist() == [c for c in range(10) for _ in range(3)]
+    per_class = syn.images.view(10, 3, 1, 28, 28)
+    base, ufcs = syn.extra["base"], syn.extra["ufcs"]            # (10, ...), (2 members, 1 batch, 1, 28, 28)
+    assert torch.allclose(per_class[:, 0], base)
+    lo, hi = float(X.min()), float(X.max())
+    for m in range(2):
+        assert torch.allclose(per_class[:, 1 + m], (base + ufcs[m, 0]).clamp(lo, hi), atol=1e-6)
+    with pytest.raises(ValueError, match="K = 0"):
+        dd.infer(X, y, 1, ts, iterations=2)
+
+
+def test_static_labels_equal_dynamic_ones_without_augmentation_and_mixup_runs():
+    X, y = _pool()
+    t = _bn_teacher(X, y)
+    syn = dd.random_subset(X, y, 2, seed=0)
+    p = dd.EvalProtocol(steps=4, batch=8, width=4)
+    kw = dict(seed=0, protocol=p, soft=True, teacher=t)
+    assert dd.evaluate_synset(syn.images, syn.labels, X, y, **kw) == dd.evaluate_synset(syn.images, syn.labels, X, y, static=True, **kw)
+    for cell in (dict(static=True, mix=0.8, aug=True), dict(mix=0.8), dict(soft=False, teacher=None, mix=0.8)):
+        acc = dd.evaluate_synset(syn.images, syn.labels, X, y, **{**kw, **cell})
+        assert 0.0 <= acc <= 1.0
+    with pytest.raises(ValueError, match="static"):
+        dd.evaluate_synset(syn.images, syn.labels, X, y, seed=0, protocol=p, static=True)
+    cells = [("hard", {}), ("committee", {"soft": True, "teacher": dd.CommitteeVote([t], batch_stats=True)})]
+    grid = dd.evaluate_grid(syn, X, y, seeds=[0, 1], protocol=p, cells=cells)
+    assert list(grid) == ["hard", "committee"] and all(len(v) == 2 for v in grid.values())

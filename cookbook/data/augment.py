@@ -57,6 +57,23 @@ def cutmix(x: torch.Tensor, generator: torch.Generator | None = None) -> tuple[t
     return out, perm, 1 - h * w / (H * W)
 
 
+def mixup(x: torch.Tensor, alpha: float, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Mix every image with a random partner of the batch: lam * x + (1 - lam) * x[perm] (Zhang et al., 2018).
+
+    lam ~ Beta(alpha, alpha), one per batch (drawn by numpy from a seed the generator gives, so the
+    draw is reproducible). Returns (mixed images, perm, lam); the mixed label is
+    lam * y + (1 - lam) * y[perm]. SRe2L's CIFAR relabelling and INFER's evaluation use alpha 0.8.
+    """
+    import numpy as np
+
+    if not alpha > 0:
+        raise ValueError(f"alpha must be > 0, got {alpha}")
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+    lam = float(np.random.default_rng(seed).beta(alpha, alpha))
+    perm = torch.randperm(x.shape[0], generator=generator)
+    return lam * x + (1 - lam) * x[perm], perm, lam
+
+
 def random_shift_flip(x: torch.Tensor, max_shift: int = 2, generator: torch.Generator | None = None) -> torch.Tensor:
     """Per-image random translation by up to ``max_shift`` pixels and horizontal flip.
 

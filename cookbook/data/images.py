@@ -233,6 +233,25 @@ def load_fashion_mnist(split: str = "train", *, online: bool = False) -> ImageSp
     return ImageSplit(to_tensor(X), to_tensor(y, torch.int64), to_tensor(idx, torch.int64), found, split)
 
 
+def load_fashion_mnist_pool(n: int = 10_000, n_test: int = 2_000, seed: int = 0) -> dict[str, torch.Tensor]:
+    """The real data of the dataset-distillation notebooks (03a, 03c) and of their pool teachers:
+    a class-balanced pool of ``n`` Fashion-MNIST training images (what every method distils from),
+    the 5,000 validation images and ``n_test`` class-balanced test images, all normalised
+    (N, 1, 28, 28), with their labels. Keys X, y, X_val, y_val, X_test, y_test."""
+    from cookbook.data.sampling import balanced_subset
+
+    if locate_fashion_mnist().source == "assets subset" and (n > 9_000 or n_test > 2_000):
+        raise FileNotFoundError(f"a pool of {n} and {n_test} test images needs the full Fashion-MNIST (the committed "
+                                "subset holds 900 training and 200 test images per class): `make data` "
+                                "(sudo apt-get install dataset-fashion-mnist), or run in FAST mode")
+    Xtr, ytr = load_fashion_mnist("train")
+    Xva, yva = load_fashion_mnist("val")
+    Xte, yte = load_fashion_mnist("test")
+    i, j = balanced_subset(ytr, n, seed=seed), balanced_subset(yte, n_test, seed=seed)
+    return {"X": normalize_images(Xtr[i]), "y": ytr[i], "X_val": normalize_images(Xva), "y_val": yva,
+            "X_test": normalize_images(Xte[j]), "y_test": yte[j]}
+
+
 def build_fashion_mnist_subset(out: Path | None = None) -> Path:
     """Write the committed class-balanced subset from a full Fashion-MNIST (never from itself).
 

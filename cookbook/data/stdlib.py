@@ -355,12 +355,82 @@ def lm_windows(tokenizer, split: str, seq_len: int) -> tuple[Tensor, Tensor]:
 def sample_windows(ids: Tensor, domain: Tensor, n: int, seed: int,
                    stratified: bool = False) -> tuple[Tensor, Tensor]:
     """A fixed random subset of ``n`` windows: the natural domain mixture, or (``stratified``)
-    n / len(DOMAINS) windows of every domain."""
+    n / D windows of each of the D domains present (all of a domain's windows if it has fewer)."""
     if n > len(ids):
         raise ValueError(f"asked for {n} windows but the split has {len(ids)}")
     order = torch.randperm(len(ids), generator=torch.Generator().manual_seed(seed))
     if stratified:
-        per = n // len(DOMAINS)
-        order = torch.cat([order[domain[order] == d][:per] for d in range(len(DOMAINS))])
+        present = domain.unique().tolist()
+        per = n // len(present)
+        order = torch.cat([order[domain[order] == d][:per] for d in present])
     rows = order[:n].sort().values
     return ids[rows], domain[rows]
+
+
+def domain_names(domains) -> list[int]:
+    """Domain ids (see ``DOMAINS``) of domain names, e.g. ["web"] -> [1]."""
+    names = list(DOMAINS)
+    for d in domains:
+        check_choice("domain", d, tuple(names))
+    return [names.index(d) for d in domains]
+
+
+def _string_lines(text: str) -> set[int]:
+    """0-based numbers of the lines that lie inside a multi-line string (docstrings), not its first."""
+    import io
+
+    inside = set()
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(text).readline):
+            if tok.type == tokenize.STRING and tok.end[0] > tok.start[0]:
+                inside.update(range(tok.start[0], tok.end[0]))      # 1-based start line + 1 .. end, as 0-based
+    except (tokenize.TokenError, SyntaxError, IndentationError):
+        pass
+    return inside
+
+
+@dataclass
+class LineCompletionSet:
+    """Held-out code lines to complete: ``prompts`` (n, context) token ids that end right after a
+    newline token, ``references`` the rest of that line as text (stripped), ``paths`` its file."""
+
+    prompts: Tensor
+    references: list[str]
+    paths: list[str]
+
+    def __len__(self) -> int:
+        return len(self.references)
+
+
+def line_completion_set(tokenizer, split: str, n: int, *, domains=None, context: int = 48,
+                        min_chars: int = 8, seed: int = 0) -> LineCompletionSet:
+    """``n`` code lines of the corpus split to complete from the ``context`` tokens before them.
+
+    A line starts right after a token that holds a newline (with SmolLM2's tokenizer that token
+    also carries the indentation but one space, so the prompt ends exactly where the corpus's own
+    tokenisation does). Its reference is the decoded text up to the next newline, stripped; lines
+    with fewer than ``min_chars`` characters, comments, lines starting with a quote and lines
+    inside multi-line strings (docstrings) are skipped. Code documents only, of ``domains`` (names of ``DOMAINS``; None:
+    all); the n lines are drawn at random (``seed``) from every qualifying line, in corpus order.
+    """
+    check_choice("split", split, SPLITS[:3])
+    wanted = None if domains is None else set(domain_names(domains))
+    candidates = []
+    for doc in load_stdlib_corpus(split, kinds=("code",)):
+        if wanted is not None and domain_id(doc.domain) not in wanted:
+            continue
+        toks = tokenizer(doc.text, add_special_tokens=False).input_ids
+        pieces = [tokenizer.decode([t]) for t in toks]
+        in_strings, line_no = _string_lines(doc.text), 0
+        for p in range(context, len(toks) - 1):
+            line_no += pieces[p - 1].count("\n") if p > context else "".join(pieces[:p]).count("\n")
+            if "\n" not in pieces[p - 1] or line_no in in_strings:
+                continue
+            line = "".join(pieces[p:p + 64]).split("\n", 1)[0].strip()
+            if len(line) >= min_chars and not line.startswith(("#", '"', "'")):
+                candidates.append((toks[p - context:p], line, doc.path))
+    if n > len(candidates):
+        raise ValueError(f"asked for {n} lines but the split has {len(candidates)}")
+    pick = torch.randperm(len(candidates), generator=torch.Generator().manual_seed(seed))[:n].sort().values
+    rows = [candidates[i] for i in pick.tolist()]
+    return LineCompletionSet(torch.tensor([r[0] for r in rows]), [r[1] for r in rows], [r[2] for r in rows])

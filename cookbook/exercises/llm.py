@@ -1,4 +1,4 @@
-"""Exercise checks of notebook 05 (LLM distillation: reverse KL, TAID, top-k tail)."""
+"""Exercise checks of notebook 05a (LLM divergences: reverse KL, TAID, top-k tail)."""
 
 from __future__ import annotations
 

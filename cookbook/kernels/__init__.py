@@ -9,6 +9,7 @@ The benchmark is ``cookbook bench kd-loss`` (``cookbook/bench/kd_loss.py``).
 from cookbook.kernels.fused import (
     TeacherHead,
     auto_chunk_size,
+    fused_linear_ce,
     fused_linear_distill,
     triton_available,
 )
@@ -16,6 +17,7 @@ from cookbook.kernels.fused import (
 __all__ = [
     "TeacherHead",
     "auto_chunk_size",
+    "fused_linear_ce",
     "fused_linear_distill",
     "triton_available",
 ]

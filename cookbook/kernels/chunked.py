@@ -88,13 +88,14 @@ def torch_softmax_scale_(x: Tensor, lse: Tensor, coef: Tensor) -> Tensor:
 def topk_chunk(s: Tensor, indices: Tensor, logprobs: Tensor, *, divergence: str, T: float,
                beta: float = 0.5, t: float | None = None, grad_scale: float = 1.0,
                need_grad: bool = True, row_lse: Callable[[Tensor], Tensor] = torch_row_lse,
-               softmax_scale_: Callable = torch_softmax_scale_) -> tuple[Tensor, Tensor | None]:
+               softmax_scale_: Callable = torch_softmax_scale_, alpha: float = 0.1) -> tuple[Tensor, Tensor | None]:
     """Loss (c,) and scaled dL/dz_s (c, V) against a top-k teacher (indices, logprobs (c, k)).
 
     The divergence lives on k + 1 outcomes (losses/llm.py), so its gradient H = dL/dlog Q_b is
     cheap autograd on (c, k+1). Mapping back to the V logits: a top-k token j gets
     H_j - q_j sum(H); a tail token gets exp(a_j - lse_tail) (H_tail - Q_tail sum(H)).
-    Only the two vocabulary-wide passes (row_lse, softmax_scale_) touch (c, V).
+    Only the two vocabulary-wide passes (row_lse, softmax_scale_) touch (c, V). ``alpha`` is the
+    skew of DistiLLM's "skew_kl" / "skew_rkl" (ignored by the other divergences).
     """
     k = indices.shape[1]
     a = s.mul_(1.0 / T)  # (c, V)
@@ -104,7 +105,7 @@ def topk_chunk(s: Tensor, indices: Tensor, logprobs: Tensor, *, divergence: str,
     logq, logp = bins_from_parts(a_top, lse_tail, logprobs, tail_empty=k == a.shape[1])
     with torch.enable_grad():
         logq.requires_grad_(need_grad)
-        loss = row_divergence(logq, logp, divergence=canonical(divergence, beta), beta=beta, t=t)
+        loss = row_divergence(logq, logp, divergence=canonical(divergence, beta), beta=beta, t=t, alpha=alpha)
         if not need_grad:
             return loss.detach(), None
         (H,) = torch.autograd.grad(loss.sum(), logq)  # (c, k+1)

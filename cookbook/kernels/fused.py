@@ -35,6 +35,7 @@ from torch import Tensor
 from cookbook.checks import check_choice, check_finite_param, check_int, check_tensor, check_values
 from cookbook.kernels import chunked
 from cookbook.losses.llm import (
+    ALL_DIVERGENCES,
     DIVERGENCES,
     TopKTeacher,
     check_divergence,
@@ -65,6 +66,7 @@ class _Plan:
     grad_scale: float
     chunk: int
     backend: str
+    alpha: float = 0.1     # skew KL / skew reverse KL (top-k teachers, torch path)
 
 
 def triton_available() -> bool:
@@ -78,6 +80,7 @@ def triton_available() -> bool:
 
 # fp32 (c, V) buffers alive at once in chunked.py, per teacher kind and divergence
 _BUFFERS = {"forward_kl": 3, "reverse_kl": 3, "jsd": 5, "taid": 4, "topk": 2}
+SKEWED = ("skew_kl", "skew_rkl")   # DistiLLM's divergences: top-k teachers on the torch path only
 
 
 def auto_chunk_size(n_rows: int, vocab: int, student_dim: int, teacher_dim: int = 0, *,
@@ -96,7 +99,7 @@ def auto_chunk_size(n_rows: int, vocab: int, student_dim: int, teacher_dim: int 
     check_int("student_dim", student_dim, 1)
     check_int("teacher_dim", teacher_dim, 0)
     check_finite_param("budget", budget, 0.0, low_open=True)
-    check_choice("divergence", divergence, DIVERGENCES)
+    check_choice("divergence", divergence, ALL_DIVERGENCES if topk else DIVERGENCES)
     floor = vocab * (2 * student_dim + teacher_dim) + n_rows * (2 * student_dim + teacher_dim)
     n_buf = _BUFFERS["topk" if topk else divergence]
     c = int(budget * floor / (n_buf * vocab))
@@ -194,6 +197,8 @@ def _run(h_s, w_s, b_s, teacher, rows, plan: _Plan, need: tuple[bool, bool, bool
         teacher = TeacherHead(teacher.hidden, _matmul_head(teacher.head), teacher.bias)
     kw = dict(divergence=plan.divergence, T=plan.T, beta=plan.beta, t=plan.t,
               grad_scale=plan.grad_scale, need_grad=need_grad)
+    if plan.divergence in SKEWED:
+        kw["alpha"] = plan.alpha
     for start in range(0, n_rows, plan.chunk):
         sel = slice(start, min(start + plan.chunk, n_rows)) if rows is None else \
             rows[start:start + plan.chunk]
@@ -267,7 +272,7 @@ def _rebuild_teacher(kind, tensors):
 def fused_linear_distill(student_hidden: Tensor, student_head: Tensor,
                          teacher: TeacherHead | TopKTeacher | Tensor, *,
                          student_bias: Tensor | None = None, divergence: str = "forward_kl",
-                         T: float = 1.0, beta: float = 0.5, t: float | None = None,
+                         T: float = 1.0, beta: float = 0.5, t: float | None = None, alpha: float = 0.1,
                          mask: Tensor | None = None, labels: Tensor | None = None,
                          ignore_index: int = -100, reduction: str = "mean",
                          chunk_size: int | None = None, backend: str = "auto") -> Tensor:
@@ -278,7 +283,9 @@ def fused_linear_distill(student_hidden: Tensor, student_head: Tensor,
 
     Equal to ``cookbook.losses.llm.distill_loss(student_hidden @ student_head.T + student_bias,
     teacher logits, ...)`` (same divergences, T, beta, t, masks, reduction "mean"/"sum"), with
-    gradients for student_hidden, student_head and student_bias.
+    gradients for student_hidden, student_head and student_bias. DistiLLM's "skew_kl" / "skew_rkl"
+    (``alpha``) run for top-k teachers on the torch path (their k + 1 outcome gradient is autograd
+    on (c, k+1), as every top-k divergence here).
 
     Args:
         student_hidden: (N, Hs) last hidden states (flatten (B, L, Hs) first).
@@ -308,7 +315,12 @@ def fused_linear_distill(student_hidden: Tensor, student_head: Tensor,
                 backend=backend)
     _validate(student_hidden, student_head, student_bias, teacher, chunk_size, reduction, backend)
     check_temperature(T)
-    check_divergence(divergence, beta, t)
+    check_divergence(divergence, beta, t, alpha, allowed=ALL_DIVERGENCES)
+    if divergence in SKEWED and (not isinstance(teacher, TopKTeacher) or backend in ("triton", "tile")):
+        raise ValueError(f"{divergence} runs fused only for a TopKTeacher on the torch backend; use "
+                         "cookbook.losses.llm.skew_kl / skew_reverse_kl on full logits otherwise")
+    if divergence in SKEWED and backend == "auto":
+        backend = "torch"
     n, vocab = student_hidden.shape[0], student_head.shape[0]
     if isinstance(teacher, TopKTeacher):
         check_topk(teacher, n, vocab, T)
@@ -335,7 +347,7 @@ def fused_linear_distill(student_hidden: Tensor, student_head: Tensor,
                                           divergence=chunked.canonical(divergence, beta),
                                           topk=isinstance(teacher, TopKTeacher))
     plan = _Plan(divergence, float(T), float(beta), t, 1.0 / n_valid if reduction == "mean"
-                 else 1.0, chunk, backend)
+                 else 1.0, chunk, backend, float(alpha))
     if isinstance(teacher, TeacherHead):
         kind, tensors = "head", tuple(x.detach() if x is not None else None for x in teacher)
     elif isinstance(teacher, TopKTeacher):
@@ -350,3 +362,22 @@ def fused_linear_distill(student_hidden: Tensor, student_head: Tensor,
                         _rebuild_teacher(kind, tensors), rows, plan, (False, False, False))[0]
     return _FusedLinearDistill.apply(student_hidden, student_head, student_bias, tensors, rows,
                                      plan, kind)
+
+
+def fused_linear_ce(student_hidden: Tensor, student_head: Tensor, labels: Tensor, *,
+                    ignore_index: int = -100, chunk_size: int | None = None) -> Tensor:
+    r"""Next-token cross-entropy through the fused head: :func:`fused_linear_distill` against a
+    one-hot "teacher" (top-1, log-prob 0) at each label.
+
+    .. math:: \mathcal{L}_{CE} = -\frac{1}{|\mathcal{M}|}\sum_{i\in\mathcal{M}} \log q_i(y_i)
+
+    Forward KL to a one-hot target is the cross-entropy; the only difference is the top-k tail
+    floor (``TAIL_FLOOR`` = 1e-6 of mass left outside the label), which moves the loss by < 1e-4.
+    Shape: student_hidden (N, Hs), student_head (V, Hs), labels (N,) with ``ignore_index`` at
+    skipped tokens -> scalar (mean over counted tokens).
+    """
+    check_tensor("labels", labels, ndim=1)
+    target = TopKTeacher(labels.clamp_min(0).long()[:, None],
+                         torch.zeros(len(labels), 1, device=labels.device))
+    return fused_linear_distill(student_hidden, student_head, target, labels=labels,
+                                ignore_index=ignore_index, chunk_size=chunk_size)

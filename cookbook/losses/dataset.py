@@ -1,15 +1,19 @@
 """Dataset-distillation losses: what a synthetic set S is optimised to match in the real set R.
 
 Pure functions (tensors in, a scalar out); the synthesis loops that call them are in
-``cookbook.methods.dataset``. Symbols of notebook 03a: theta network parameters, g gradients,
-f(x) embeddings, S synthetic images, R real images, c a class.
+``cookbook.methods.dataset``. Symbols of notebooks 03a and 03c: theta network parameters, g gradients,
+f(x) embeddings, S synthetic images, R real images, c a class, z logits, w committee votes.
 
 Papers: DC (Zhao, Mopuri, Bilen, ICLR 2021, arXiv 2006.05929); DM (Zhao & Bilen, WACV 2023,
 arXiv 2110.04181); MTT (Cazenavette et al., CVPR 2022, arXiv 2203.11932); P67 AST (Shen et al.,
 *Efficient Dataset Distillation through Alignment with Smooth and High-Quality Expert
 Trajectories*, arXiv 2310.10541); P54 KRR-ST (Lee et al., *Self-Supervised Dataset Distillation for
 Transfer Learning*, ICLR 2024, arXiv 2310.06511); Barlow Twins (Zbontar et al., ICML 2021, arXiv
-2103.03230), the self-supervised objective of KRR-ST's target model.
+2103.03230), the self-supervised objective of KRR-ST's target model. Notebook 03c: SRe2L (Yin, Xing,
+Shen, NeurIPS 2023, arXiv 2306.13092), the batch-norm statistic matching both papers build on;
+P34 CV-DD (Cui et al., *Dataset Distillation via Committee Voting*, arXiv 2501.07575); P68 INFER
+(Zhang, Du, Liu, Zhou, *Breaking Class Barriers: Efficient Dataset Distillation via Inter-Class
+Feature Compensator*, ICLR 2025, arXiv 2408.06927).
 """
 
 from __future__ import annotations
@@ -184,3 +188,100 @@ def barlow_twins_loss(z1: Tensor, z2: Tensor, lam: float = 5e-3) -> Tensor:
     on = (torch.diagonal(c) - 1).pow(2).sum()
     off = (c - torch.diag(torch.diagonal(c))).pow(2).sum()
     return on + lam * off
+
+
+# ----------------------------------------------------------------------------- SRe2L, CV-DD (P34), INFER (P68)
+
+
+def bn_matching_loss(bn_inputs: Sequence[Tensor], running_means: Sequence[Tensor], running_vars: Sequence[Tensor], *,
+                     first_multiplier: float = 10.0, groups: int = 1, reduction: str = "sum") -> Tensor:
+    """SRe2L's statistic-matching loss R_BN(S) = sum_l a_l (||mu_l(S) - mu_l^BN||_2 + ||var_l(S) - var_l^BN||_2).
+
+    bn_inputs: the input of each BatchNorm layer l of a frozen teacher on the synthetic batch S, in
+    call order, (B, C_l, H, W) or (B, C_l); running_means / running_vars: that layer's stored
+    statistics (C_l,). mu_l, var_l are the batch's per-channel mean and biased variance; the norms
+    are plain (not squared) L2 norms over channels, and a_1 = ``first_multiplier`` (10), a_l = 1
+    after, as the official ``BNFeatureHook`` and ``--first-bn-multiplier``
+    (``VILA-Lab/SRe2L@8d00cba``, reused by CV-DD and INFER). ``groups`` > 1 splits the batch into
+    that many equal consecutive groups with their own statistics (each is one synthetic batch of
+    the official loop, which we optimise together); reduction "sum" (scalar) or "none" (groups,).
+    SRe2L, Yin, Xing, Shen, NeurIPS 2023, arXiv 2306.13092.
+    """
+    if not len(bn_inputs) or not (len(bn_inputs) == len(running_means) == len(running_vars)):
+        raise ValueError(f"need one running mean and variance per BatchNorm input, got {len(bn_inputs)}, "
+                         f"{len(running_means)}, {len(running_vars)}")
+    check_int("groups", groups, 1)
+    first_multiplier = check_finite_param("first_multiplier", first_multiplier, 0.0)
+    if reduction not in ("sum", "none"):
+        raise ValueError(f"reduction must be 'sum' or 'none', got {reduction!r}")
+    total = bn_inputs[0].new_zeros(groups)
+    for i, (x, rm, rv) in enumerate(zip(bn_inputs, running_means, running_vars)):
+        check_tensor(f"bn_inputs[{i}]", x)
+        if x.dim() < 2 or x.shape[0] % groups or x.shape[0] // groups < 1 or rm.shape != (x.shape[1],) or rv.shape != rm.shape:
+            raise ValueError(f"bn_inputs[{i}] {tuple(x.shape)} does not fit {groups} group(s) and statistics of "
+                             f"shape {tuple(rm.shape)}, {tuple(rv.shape)}")
+        v = x.reshape(groups, x.shape[0] // groups, x.shape[1], -1).transpose(1, 2).flatten(2)   # (G, C, B/G * H * W)
+        mean, var = v.mean(-1), v.var(-1, unbiased=False)                                     # (G, C)
+        term = (mean - rm).norm(dim=-1) + (var - rv).norm(dim=-1)                              # (G,)
+        total = total + term * (first_multiplier if i == 0 else 1.0)
+    return total.sum() if reduction == "sum" else total
+
+
+def vote_weights(priors: Tensor, temperature: float = 5.0) -> Tensor:
+    """CV-DD's prior-based voter: w = softmax(prior / tau) over the committee members, (K,) -> (K,).
+
+    prior_k: how good member k's own distilled data is (an accuracy in %); tau: 5 when the members
+    recover images together and 10 when they relabel (official ``utils_recover.load_recover_model``
+    and ``relabel.save``, ``Jiacheng8/CV-DD@24097e9``). tau -> inf gives equal votes, tau -> 0 the
+    best member alone. CV-DD, Cui et al., arXiv 2501.07575 (P34).
+    """
+    check_tensor("priors", priors, ndim=1)
+    check_values("priors", priors)
+    temperature = check_finite_param("temperature", temperature, 0.0, low_open=True)
+    return torch.softmax(priors / temperature, dim=0)
+
+
+def voting_recover_loss(ce: Tensor, bn: Tensor, weights: Tensor, r_bn: float = 0.01) -> Tensor:
+    """CV-DD's recovery loss: sum_k w_k (CE_k(S) + r_bn R_BN,k(S)), summed over all entries.
+
+    ce, bn, weights: aligned tensors of any one shape (member, or member x synthetic batch); one
+    member with weight 1 is SRe2L's L = CE + r_bn R_BN (r_bn 0.01 in the official CIFAR scripts of
+    both; INFER uses 1). Returns a scalar. CV-DD arXiv 2501.07575 (P34); SRe2L arXiv 2306.13092.
+    """
+    _check_same(ce, bn, "ce, bn")
+    _check_same(ce, weights, "ce, weights")
+    r_bn = check_finite_param("r_bn", r_bn, 0.0)
+    return (weights * (ce + r_bn * bn)).sum()
+
+
+def vote_logits(member_logits: Sequence[Tensor], weights: Tensor) -> Tensor:
+    """A committee's soft label: z = sum_k w_k z_k, the members' logits weighted *before* the softmax.
+
+    member_logits: K tensors (B, C); weights (K,) (``vote_weights``; equal weights 1/K give INFER's
+    average of its architectures' logits). Returns (B, C) logits. CV-DD (P34, official
+    ``relabel.save``) and INFER (P68, official ``val_static.py``) both average logits, not probabilities.
+    """
+    if not len(member_logits):
+        raise ValueError("vote_logits needs at least one member's logits")
+    check_tensor("weights", weights, ndim=1)
+    if len(weights) != len(member_logits):
+        raise ValueError(f"{len(member_logits)} members but {len(weights)} weights")
+    for z in member_logits[1:]:
+        _check_same(member_logits[0], z, "member_logits[0], member_logits[k]")
+    return (weights.to(member_logits[0])[:, None, None] * torch.stack(list(member_logits))).sum(0)
+
+
+def interpolated_logits(logits: Tensor, perm: Tensor, lam: float) -> Tensor:
+    """INFER's interpolated label of a mixed image lam x_i + (1 - lam) x_perm(i): lam z_i + (1 - lam) z_perm(i).
+
+    logits (B, C): the *stored* (static) soft labels of the un-mixed images, one per synthetic
+    image; perm (B,) the mixing partner of each row; lam in [0, 1]. Mixing the stored logits
+    instead of asking the teacher about every mixed image is what lets INFER keep one label per
+    image (official ``val_static.py``). INFER, Zhang et al., ICLR 2025, arXiv 2408.06927 (P68).
+    """
+    check_tensor("logits", logits, ndim=2)
+    check_tensor("perm", perm, ndim=1)
+    if len(perm) != len(logits):
+        raise ValueError(f"perm has {len(perm)} entries for {len(logits)} rows")
+    lam = check_finite_param("lam", lam, 0.0, 1.0)
+    return lam * logits + (1 - lam) * logits[perm]

@@ -33,16 +33,22 @@ from tqdm.auto import tqdm
 
 from cookbook.checks import check_finite_param, check_int, check_tensor
 from cookbook.config import cache_dir, is_fast
-from cookbook.data.augment import DSA_STRATEGY, dsa_augment
+from cookbook.data.augment import DSA_STRATEGY, dsa_augment, mixup, random_resized_crop
+from cookbook.data.images import load_fashion_mnist_pool as load_pool  # noqa: F401  (03a calls dd.load_pool)
 from cookbook.losses.dataset import (
     balanced_inner_weight,
     barlow_twins_loss,
+    bn_matching_loss,
     expert_loss_scale,
     gradient_match_distance,
     input_gradient_penalty,
+    interpolated_logits,
     krr_st_loss,
     mean_embedding_loss,
     trajectory_matching_loss,
+    vote_logits,
+    vote_weights,
+    voting_recover_loss,
 )
 from cookbook.models.convnet import ConvNet, flat_params, functional_forward
 
@@ -453,25 +459,6 @@ def expert_trajectories(X: Tensor, y: Tensor, cfg: ExpertConfig, *, cache: bool 
     return trajs, {"seconds": m["seconds"], "peak_mb": m["peak_mb"], "source": "trained", "path": path}
 
 
-def load_pool(n: int = 10_000, n_test: int = 2_000, seed: int = 0) -> dict[str, Tensor]:
-    """The real data of notebook 03a: a class-balanced pool of ``n`` Fashion-MNIST training images
-    (what every method distils from), the 5,000 validation images and ``n_test`` class-balanced
-    test images, all normalised (N, 1, 28, 28), with their labels. Keys X, y, X_val, y_val, X_test, y_test."""
-    from cookbook.data.images import load_fashion_mnist, locate_fashion_mnist, normalize_images
-    from cookbook.data.sampling import balanced_subset
-
-    if locate_fashion_mnist().source == "assets subset" and (n > 9_000 or n_test > 2_000):
-        raise FileNotFoundError(f"a pool of {n} and {n_test} test images needs the full Fashion-MNIST (the committed "
-                                "subset holds 900 training and 200 test images per class): `make data` "
-                                "(sudo apt-get install dataset-fashion-mnist), or run in FAST mode")
-    Xtr, ytr = load_fashion_mnist("train")
-    Xva, yva = load_fashion_mnist("val")
-    Xte, yte = load_fashion_mnist("test")
-    i, j = balanced_subset(ytr, n, seed=seed), balanced_subset(yte, n_test, seed=seed)
-    return {"X": normalize_images(Xtr[i]), "y": ytr[i], "X_val": normalize_images(Xva), "y_val": yva,
-            "X_test": normalize_images(Xte[j]), "y_test": yte[j]}
-
-
 NOTEBOOK_EXPERTS = {"plain": ExpertConfig(num_experts=3, epochs=10, lr=0.02, batch_size=128),
                     "smooth": ExpertConfig(num_experts=3, epochs=10, lr=0.02, batch_size=128, smooth=True,
                                            gp_batch=32)}
@@ -721,6 +708,330 @@ def _online_step(slot: list, images: Tensor, targets: Tensor) -> None:
     slot[2] += 1
 
 
+# ----------------------------------------------------------------------------- SRe2L, CV-DD (P34), INFER (P68)
+
+
+def _batch_norms(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+@contextmanager
+def bn_inputs(model: nn.Module) -> Iterator[list[tuple[nn.Module, Tensor]]]:
+    """Record (BatchNorm layer, its input) for every BatchNorm call of ``model`` inside the block,
+    in call order: what SRe2L's ``BNFeatureHook`` reads. ``with bn_inputs(teacher) as seen: teacher(x)``."""
+    seen: list[tuple[nn.Module, Tensor]] = []
+    handles = [m.register_forward_hook(lambda mod, inp, out: seen.append((mod, inp[0]))) for m in _batch_norms(model)]
+    if not handles:
+        raise ValueError(f"{type(model).__name__} has no BatchNorm layer: SRe2L-style recovery matches BatchNorm statistics")
+    try:
+        yield seen
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@contextmanager
+def batch_statistics(model: nn.Module) -> Iterator[nn.Module]:
+    """Inside the block every BatchNorm of ``model`` normalises with the statistics of the batch it
+    sees, and its running statistics are neither used nor updated (the model stays in eval mode).
+
+    CV-DD's batch-specific soft labels (BSSL): the official relabelling never calls ``eval()`` on its
+    teachers, so their BatchNorm layers use batch statistics; ours leaves the stored statistics
+    untouched, so the same teacher can still recover images afterwards. P34, arXiv 2501.07575.
+    """
+    bns = _batch_norms(model)
+    saved = [(m.running_mean, m.running_var) for m in bns]
+    for m in bns:
+        m.running_mean, m.running_var = None, None
+    try:
+        yield model
+    finally:
+        for m, (mean, var) in zip(bns, saved):
+            m.running_mean, m.running_var = mean, var
+
+
+class CommitteeVote(nn.Module):
+    """Soft labels from a committee of frozen teachers: z(x) = sum_k w_k f_k(x) (``vote_logits``).
+
+    weights: (K,) votes (None: equal, 1/K). ``batch_stats=True`` is CV-DD's relabelling: each member
+    normalises with the statistics of the batch (``batch_statistics``), the batch split into
+    ``chunks`` parts with their own statistics, as the official ``relabel.save`` (two halves). With
+    ``batch_stats=False`` (eval-mode statistics) and equal weights it is INFER's static label (the
+    mean of its architectures' logits). Returns (B, C) logits; never trains its members.
+    """
+
+    def __init__(self, members: Sequence[nn.Module], weights: Tensor | Sequence[float] | None = None, *,
+                 batch_stats: bool = False, chunks: int = 2):
+        super().__init__()
+        if not len(members):
+            raise ValueError("a committee needs at least one member")
+        check_int("chunks", chunks, 1)
+        self.members = nn.ModuleList(members)
+        w = torch.full((len(members),), 1.0 / len(members)) if weights is None else torch.as_tensor(weights, dtype=torch.float32)
+        if w.shape != (len(members),):
+            raise ValueError(f"{len(members)} members but weights of shape {tuple(w.shape)}")
+        self.register_buffer("weights", w)
+        self.batch_stats, self.chunks = batch_stats, chunks
+        for m in self.members:
+            m.eval()
+            m.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> CommitteeVote:   # members stay frozen in eval mode
+        return self
+
+    @torch.no_grad()
+    def forward(self, x: Tensor) -> Tensor:
+        outs = []
+        for m in self.members:
+            if self.batch_stats:
+                with batch_statistics(m):
+                    outs.append(torch.cat([m(part) for part in x.chunk(self.chunks)]))
+            else:
+                outs.append(m(x))
+        return vote_logits(outs, self.weights)
+
+
+def _flip(x: Tensor, g: torch.Generator) -> Tensor:
+    return torch.where(torch.rand(len(x), 1, 1, 1, generator=g) < 0.5, x.flip(-1), x)
+
+
+def _cosine_lr(opt: torch.optim.Optimizer, it: int, iterations: int, lr: float) -> None:
+    """The official ``lr_cosine_policy`` without warm-up: lr * (1 + cos(pi * it / iterations)) / 2."""
+    for group in opt.param_groups:
+        group["lr"] = 0.5 * (1 + math.cos(math.pi * it / iterations)) * lr
+
+
+def _recovery_terms(teacher: nn.Module, x: Tensor, num_classes: int, groups: int,
+                    first_multiplier: float) -> tuple[Tensor, Tensor]:
+    """(CE, R_BN) per synthetic batch, (groups,) each, of ``groups`` consecutive batches of one image per class."""
+    with bn_inputs(teacher) as seen:
+        logits = teacher(x)
+    ce = F.cross_entropy(logits, torch.arange(num_classes).repeat(groups), reduction="none").view(groups, num_classes).mean(1)
+    bn = bn_matching_loss([f for _, f in seen], [b.running_mean for b, _ in seen], [b.running_var for b, _ in seen],
+                          first_multiplier=first_multiplier, groups=groups, reduction="none")
+    return ce, bn
+
+
+def recover(teachers: Sequence[nn.Module], num_classes: int, ipc: int, *, committees: Sequence[Sequence[int]],
+            weights: Sequence[Sequence[float]], iterations: int, lr: float = 0.25, r_bn: float = 0.01,
+            first_multiplier: float = 10.0, jitter: int = 4, augment: bool = False, init_images: Tensor | None = None,
+            image_shape: tuple[int, ...] = (1, 28, 28), pixel_range: tuple[float, float] | None = None,
+            seed: int = 0, name: str = "SRe2L", progress: bool | None = None) -> SynSet:
+    """SRe2L's *recover* step, with CV-DD's committee: optimise synthetic pixels so that frozen
+    BatchNorm teachers classify them as their class *and* see the batch statistics they were trained on.
+
+    The images come in ``ipc`` synthetic batches of one image per class (the official loop's batch);
+    batch k is recovered by the members ``committees[k]`` with votes ``weights[k]`` and loss
+    ``voting_recover_loss`` over them: sum_k w_k (CE_k + r_bn R_BN,k) (``bn_matching_loss`` with
+    the batch's own statistics). One member with weight 1 is SRe2L. Per iteration: a random
+    ``torch.roll`` by up to ``jitter`` pixels (official), with ``augment`` a random resized crop
+    (scale 0.08-1) and flip first (CV-DD's ``--apply-data-augmentation``); Adam (betas 0.5, 0.9)
+    at ``lr`` with a cosine decay to 0; pixels clipped to ``pixel_range`` after each step.
+    ``init_images`` (C * ipc, ...) in class-major order (e.g. real images: CV-DD's patch
+    initialisation, SRe2L++), else N(0, 1) noise (SRe2L). Checked against
+    ``VILA-Lab/SRe2L@8d00cba:SRe2L/*small_dataset/recover_cifar.py`` and
+    ``Jiacheng8/CV-DD@24097e9:recover/recover.py``. All batches are optimised at once (Adam is
+    per pixel and the loss a sum over batches, so this equals separate runs up to the shared jitter).
+    """
+    check_int("num_classes", num_classes, 2)
+    check_int("ipc", ipc, 1)
+    check_int("iterations", iterations, 1)
+    check_int("jitter", jitter, 0)
+    if len(committees) != ipc or len(weights) != ipc or any(len(c) != len(w) or not c for c, w in zip(committees, weights)):
+        raise ValueError("committees and weights need one non-empty, equally long entry per synthetic batch (ipc)")
+    if any(not 0 <= k < len(teachers) for c in committees for k in c):
+        raise ValueError(f"committee members must index the {len(teachers)} teachers")
+    for t in teachers:
+        t.eval()
+        t.requires_grad_(False)
+    g = torch.Generator().manual_seed(seed)
+    C, n = num_classes, num_classes * ipc
+    with measure() as m:
+        if init_images is None:
+            start = torch.randn(n, *image_shape, generator=g)
+        elif init_images.shape != (n, *image_shape):
+            raise ValueError(f"init_images must be {(n, *image_shape)}, got {tuple(init_images.shape)}")
+        else:
+            start = init_images
+        images = start.reshape(C, ipc, *image_shape).transpose(0, 1).contiguous().requires_grad_(True)  # (ipc, C, ...)
+        opt = torch.optim.Adam([images], lr=lr, betas=(0.5, 0.9), eps=1e-8)
+        by_member = [[k for k in range(ipc) if t in committees[k]] for t in range(len(teachers))]
+        votes = [torch.tensor([weights[k][list(committees[k]).index(t)] for k in ks], dtype=torch.float32)
+                 for t, ks in enumerate(by_member)]
+        losses = []
+        bar = _bar(iterations, f"{name} ipc={ipc}", progress)
+        for it in range(iterations):
+            _cosine_lr(opt, it, iterations, lr)
+            x = images.reshape(n, *image_shape)
+            if augment:
+                x = _flip(random_resized_crop(x, scale=(0.08, 1.0), generator=g), g)
+            shifts = tuple(int(s) for s in torch.randint(0, jitter + 1, (2,), generator=g))
+            x = torch.roll(x, shifts=shifts, dims=(-2, -1)).reshape(ipc, C, *image_shape)
+            loss = images.new_zeros(())
+            for teacher, ks, w in zip(teachers, by_member, votes):
+                if not ks:
+                    continue
+                ce, bn = _recovery_terms(teacher, x[ks].reshape(len(ks) * C, *image_shape), C, len(ks), first_multiplier)
+                loss = loss + voting_recover_loss(ce, bn, w, r_bn)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if pixel_range is not None:
+                with torch.no_grad():
+                    images.clamp_(*pixel_range)
+            losses.append(loss.item())
+            bar.update()
+        bar.close()
+    out = images.detach().transpose(0, 1).reshape(n, *image_shape)          # back to class-major
+    return SynSet(name, out, _labels(C, ipc), m["seconds"], m["peak_mb"],
+                  {"loss": losses, "committees": [list(c) for c in committees], "weights": [list(w) for w in weights]})
+
+
+def sre2l(X: Tensor, y: Tensor, ipc: int, teacher: nn.Module, *, iterations: int, init: str = "noise",
+          augment: bool = False, r_bn: float = 0.01, seed: int = 0, name: str | None = None,
+          progress: bool | None = None, **kw) -> SynSet:
+    """SRe2L's recover step with one teacher (``recover`` with a committee of one).
+
+    ``init="noise"``: the original SRe2L (Gaussian pixels, no augmentation); ``init="real"`` with
+    ``augment=True``: CV-DD's single-model baseline "SRe2L++" (random real images of each class,
+    crop/flip while recovering), the row CV-DD's committee is compared against. Pixels are clipped
+    to the pool's range. SRe2L, arXiv 2306.13092.
+    """
+    num_classes = _check_pool(X, y, ipc)
+    g = torch.Generator().manual_seed(seed)
+    start = None if init == "noise" else _init_images(X, y, ipc, g, init)
+    return recover([teacher], num_classes, ipc, committees=[[0]] * ipc, weights=[[1.0]] * ipc, iterations=iterations,
+                   r_bn=r_bn, augment=augment, init_images=start, image_shape=tuple(X.shape[1:]),
+                   pixel_range=(float(X.min()), float(X.max())), seed=seed,
+                   name=name or ("SRe2L" if init == "noise" else "SRe2L++"), progress=progress, **kw)
+
+
+def cv_dd_committees(priors: Sequence[float], ipc: int, size: int = 2,
+                     temperature: float = 5.0) -> tuple[list[list[int]], list[list[float]]]:
+    """CV-DD's voter schedule: which members recover synthetic batch k, and their votes.
+
+    IPC 1: the ``size`` members with the highest prior (official ``--model-setting 4``); IPC > 1:
+    batch k takes the k-th of all ``size``-subsets of the members in order, cycling (``--model-setting
+    5`` lists the 10 pairs of its 5 models for IPC 10). Votes: ``vote_weights`` of the subset's
+    priors at ``temperature`` (5 when recovering). Returns (committees, weights), one entry per batch.
+    """
+    import itertools
+
+    check_int("ipc", ipc, 1)
+    check_int("size", size, 1)
+    if size > len(priors):
+        raise ValueError(f"a committee of {size} needs at least {size} members, got {len(priors)}")
+    p = torch.as_tensor(priors, dtype=torch.float32)
+    if ipc == 1:
+        subsets = [sorted(torch.argsort(p, descending=True)[:size].tolist())]
+    else:
+        pairs = list(itertools.combinations(range(len(priors)), size))
+        subsets = [list(pairs[k % len(pairs)]) for k in range(ipc)]
+    return subsets, [vote_weights(p[s], temperature).tolist() for s in subsets]
+
+
+def cv_dd(X: Tensor, y: Tensor, ipc: int, teachers: Sequence[nn.Module], priors: Sequence[float], *, iterations: int,
+          size: int = 2, temperature: float = 5.0, r_bn: float = 0.01, seed: int = 0, name: str = "CV-DD",
+          progress: bool | None = None, **kw) -> SynSet:
+    """P34 CV-DD's synthesis: SRe2L++ (real init, crop/flip) where each synthetic batch is recovered by
+    a committee of ``size`` members with prior-based votes (``cv_dd_committees``). The same seed
+    draws the same initial real images as ``sre2l(init="real")``, so the two rows differ only by
+    the committee. Its soft labels are ``CommitteeVote(..., batch_stats=True)``. P34, arXiv 2501.07575.
+    """
+    num_classes = _check_pool(X, y, ipc)
+    committees, weights = cv_dd_committees(priors, ipc, size, temperature)
+    g = torch.Generator().manual_seed(seed)
+    return recover(teachers, num_classes, ipc, committees=committees, weights=weights, iterations=iterations, r_bn=r_bn,
+                   augment=True, init_images=_init_images(X, y, ipc, g), image_shape=tuple(X.shape[1:]),
+                   pixel_range=(float(X.min()), float(X.max())), seed=seed, name=name, progress=progress, **kw)
+
+
+def cv_dd_priors(X: Tensor, y: Tensor, X_val: Tensor, y_val: Tensor, teachers: Sequence[nn.Module], *, iterations: int,
+                 protocol: EvalProtocol, seed: int = 0, progress: bool | None = None) -> list[float]:
+    """Each member's prior for CV-DD's votes: the validation accuracy (%) of an evaluation network
+    trained on an IPC-1 set that member recovered alone (``sre2l(init="real", augment=True)``), with
+    that member's soft labels and DSA augmentation, one seed. The official priors are the same
+    kind of number (each model's own distilled-data accuracy, ``model_prior_weight_dict``) at a
+    larger IPC on the test set; we use IPC 1 and validation images (no test image picks a vote).
+    """
+    priors = []
+    for t in teachers:
+        syn = sre2l(X, y, 1, t, iterations=iterations, init="real", augment=True, seed=seed, progress=progress)
+        priors.append(100 * evaluate_synset(syn.images, syn.labels, X_val, y_val, seed=seed, protocol=protocol,
+                                            soft=True, aug=True, teacher=t))
+    return priors
+
+
+def infer_budget(ipc: int, num_classes: int, num_members: int) -> tuple[int, int, int]:
+    """INFER's budget: (real images per class K, stored images, training images).
+
+    Each of K synthetic batches (one real image per class) gets one universal feature compensator
+    (UFC) per member, so storing K * C real images and K * M UFCs must fit ipc * C images:
+    K = floor(ipc / (1 + M / C)) (official ``ipc_init``). Training sees K * C * (M + 1) images
+    (each real image alone and plus each of its batch's M UFCs). K = 0 means no INFER set fits
+    the budget (e.g. IPC 1 with 10 classes). P68, arXiv 2408.06927.
+    """
+    for n, v in (("ipc", ipc), ("num_classes", num_classes), ("num_members", num_members)):
+        check_int(n, v, 1)
+    k = int(ipc / (num_members / num_classes + 1))
+    return k, k * num_classes + k * num_members, k * num_classes * (num_members + 1)
+
+
+def infer(X: Tensor, y: Tensor, ipc: int, teachers: Sequence[nn.Module], *, iterations: int, lr: float = 0.25,
+          r_bn: float = 1.0, first_multiplier: float = 10.0, jitter: int = 4, seed: int = 0, name: str = "INFER",
+          progress: bool | None = None) -> SynSet:
+    """P68 INFER: universal feature compensators (UFCs) shared across classes.
+
+    K = ``infer_budget(...)[0]`` batches of one random real image per class; for every batch b and
+    member m one UFC u_{b,m} (one image, zero-initialised) is optimised so that m classifies
+    x_c + u_{b,m} as c for *every* class c of the batch, with m's BatchNorm statistics matched:
+    sum_c CE(m(x_c + u), c) / C + r_bn R_BN (r_bn 1, lr 0.25, Adam (0.5, 0.9), cosine, roll jitter:
+    official ``ufc_generation/ufc_cifar.py``, ``zhangxin-xd/UFC@83d19f8``). The set is the K * C real
+    images plus the K * C * M composites x_c + u_{b,m}, clipped to the pool's range, each labelled
+    with its real image's class; only K * C images and K * M UFCs are stored. Its labels:
+    ``CommitteeVote`` (equal votes, eval statistics) computed once per image and interpolated
+    under mixup (``evaluate_synset(static=True, mixup=0.8)``). All batches of a member are
+    optimised at once (as in ``recover``).
+    """
+    num_classes = _check_pool(X, y, ipc)
+    k, stored, _ = infer_budget(ipc, num_classes, len(teachers))
+    if k == 0:
+        raise ValueError(f"INFER does not fit IPC {ipc} with {num_classes} classes and {len(teachers)} members: each UFC "
+                         f"costs {len(teachers)}/{num_classes} of an image per class, leaving no real image (K = 0)")
+    for t in teachers:
+        t.eval()
+        t.requires_grad_(False)
+    g = torch.Generator().manual_seed(seed)
+    C, shape, lo, hi = num_classes, tuple(X.shape[1:]), float(X.min()), float(X.max())
+    with measure() as meas:
+        base = _init_images(X, y, k, g).reshape(C, k, *shape).transpose(0, 1).contiguous()     # (K, C, ...)
+        ufcs, parts, losses = [], [base], []
+        bar = _bar(iterations * len(teachers), f"{name} ipc={ipc}", progress)
+        for teacher in teachers:
+            u = torch.zeros(k, 1, *shape, requires_grad=True)
+            opt = torch.optim.Adam([u], lr=lr, betas=(0.5, 0.9), eps=1e-8)
+            for it in range(iterations):
+                _cosine_lr(opt, it, iterations, lr)
+                shifts = tuple(int(s) for s in torch.randint(0, jitter + 1, (2,), generator=g))
+                x = torch.roll((base + u).reshape(k * C, *shape), shifts=shifts, dims=(-2, -1))
+                ce, bn = _recovery_terms(teacher, x, C, k, first_multiplier)
+                loss = voting_recover_loss(ce, bn, torch.ones(k), r_bn)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                losses.append(loss.item())
+                bar.update()
+            ufcs.append(u.detach()[:, 0])                                      # (K, ...)
+            parts.append((base + u.detach()).clamp(lo, hi))
+        bar.close()
+        composite = torch.stack(parts)                                        # (M + 1, K, C, ...)
+        images = composite.permute(2, 0, 1, *range(3, composite.dim())).reshape(-1, *shape)   # class-major
+    labels = torch.arange(C).repeat_interleave(len(parts) * k)
+    return SynSet(name, images, labels, meas["seconds"], meas["peak_mb"],
+                  {"loss": losses, "ipc_init": k, "stored_images": stored, "ufcs": torch.stack(ufcs),           # (M, K, ...)
+                   "base": base.transpose(0, 1).reshape(-1, *shape)})
+
+
 # ----------------------------------------------------------------------------- the evaluation protocol
 
 
@@ -745,16 +1056,25 @@ class EvalProtocol:
 
 def evaluate_synset(images: Tensor, labels: Tensor, X_test: Tensor, y_test: Tensor, *, seed: int,
                     protocol: EvalProtocol, soft: bool = False, aug: bool = False,
-                    teacher: nn.Module | None = None) -> float:
+                    teacher: nn.Module | Callable[[Tensor], Tensor] | None = None, static: bool = False,
+                    mix: float = 0.0) -> float:
     """Test accuracy in [0, 1] of a fresh ConvNet trained on (images, labels) by ``protocol``.
 
-    soft=True needs ``teacher`` (its logits on each training batch give the targets). The init,
-    batch order and augmentations depend only on ``seed``.
+    soft=True needs ``teacher`` (any images -> logits callable, e.g. a ``CommitteeVote``): by
+    default its logits on each training batch give the targets (dynamic relabelling, SRe2L and
+    CV-DD); with ``static=True`` its logits on the un-augmented images are computed once and
+    stored, one label per image (INFER's static labels). ``mix`` > 0: mixup with Beta(mix, mix)
+    after the augmentation; hard labels mix the two cross-entropies, dynamic soft labels ask the
+    teacher about the mixed image, static ones are interpolated (``interpolated_logits``). The
+    init, batch order, augmentations and mixing depend only on ``seed``.
     """
     check_tensor("images", images, ndim=4)
     check_tensor("labels", labels, ndim=1)
     if soft and teacher is None:
         raise ValueError("soft labels need a teacher (teacher=...)")
+    if static and not soft:
+        raise ValueError("static=True stores soft labels: it needs soft=True")
+    check_finite_param("mix", mix, 0.0)
     if len(images) != len(labels) or len(images) == 0:
         raise ValueError(f"images and labels must be non-empty and aligned, got {len(images)} and {len(labels)}")
     num_classes = 10
@@ -763,6 +1083,9 @@ def evaluate_synset(images: Tensor, labels: Tensor, X_test: Tensor, y_test: Tens
     opt = torch.optim.SGD(net.parameters(), lr=protocol.lr, momentum=0.9, weight_decay=5e-4)
     g = torch.Generator().manual_seed(seed)
     batch, T = min(protocol.batch, len(images)), protocol.T
+    if static:
+        with torch.no_grad():
+            stored = torch.cat([teacher(images[i:i + 256]) for i in range(0, len(images), 256)])   # (N, C)
     order = torch.empty(0, dtype=torch.long)
     net.train()
     for step in range(protocol.steps):
@@ -772,16 +1095,24 @@ def evaluate_synset(images: Tensor, labels: Tensor, X_test: Tensor, y_test: Tens
         if len(order) < batch:
             order = torch.cat([order, torch.randperm(len(images), generator=g)])
         idx, order = order[:batch], order[batch:]
-        xb = images[idx]
+        xb, perm, lam = images[idx], None, 1.0
         if aug:
             xb = dsa_augment(xb, _seed_of(g), siamese=False)
+        if mix > 0:
+            xb, perm, lam = mixup(xb, mix, generator=g)
         out = net(xb)
         if soft:
             with torch.no_grad():
-                p_t = F.softmax(teacher(xb) / T, dim=-1)
+                if static:
+                    z = stored[idx] if perm is None else interpolated_logits(stored[idx], perm, lam)
+                else:
+                    z = teacher(xb)
+                p_t = F.softmax(z / T, dim=-1)
             loss = F.kl_div(F.log_softmax(out / T, dim=-1), p_t, reduction="batchmean") * T * T
-        else:
+        elif perm is None:
             loss = F.cross_entropy(out, labels[idx])
+        else:
+            loss = lam * F.cross_entropy(out, labels[idx]) + (1 - lam) * F.cross_entropy(out, labels[idx][perm])
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -795,21 +1126,25 @@ GRID = (("hard", False), ("hard", True), ("soft", False), ("soft", True))
 
 
 def evaluate_grid(syn: SynSet, X_test: Tensor, y_test: Tensor, *, seeds: Sequence[int], protocol: EvalProtocol,
-                  teacher: nn.Module, progress: bool | None = None) -> dict[tuple[str, bool], list[float]]:
-    """{(label type, augmentation): [test accuracy per seed]} over the four cells of ``GRID``.
+                  teacher: nn.Module | None = None, cells: Sequence[tuple[object, dict]] | None = None,
+                  progress: bool | None = None) -> dict:
+    """{cell: [test accuracy per seed]}. Default cells: ``GRID`` (keys (label type, augmentation),
+    soft labels from ``teacher``); ``cells`` = [(key, keyword arguments of ``evaluate_synset``)]
+    for other label schemes (e.g. a committee's, or INFER's static labels with mixup).
 
     Seed s builds the same evaluation network init for every method, so per-seed differences
     between methods are paired.
     """
+    if cells is None:
+        cells = [((label, aug), {"soft": label == "soft", "aug": aug, "teacher": teacher}) for label, aug in GRID]
     out = {}
-    bar = _bar(len(GRID) * len(seeds), f"eval {syn.name} ipc={syn.ipc}", progress)
-    for label, aug in GRID:
+    bar = _bar(len(cells) * len(seeds), f"eval {syn.name} ipc={syn.ipc}", progress)
+    for key, kwargs in cells:
         accs = []
         for s in seeds:
-            accs.append(evaluate_synset(syn.images, syn.labels, X_test, y_test, seed=s, protocol=protocol,
-                                        soft=label == "soft", aug=aug, teacher=teacher))
+            accs.append(evaluate_synset(syn.images, syn.labels, X_test, y_test, seed=s, protocol=protocol, **kwargs))
             bar.update()
-        out[label, aug] = accs
+        out[key] = accs
     bar.close()
     return out
 
@@ -821,7 +1156,9 @@ if __name__ == "__main__":   # python -m cookbook.methods.dataset experts plain|
         raise SystemExit("usage: python -m cookbook.methods.dataset experts plain|smooth")
     print(build_expert_asset(sys.argv[2]))
 
-__all__ = ["DSA_STRATEGY", "EvalProtocol", "ExpertConfig", "GRID", "SynSet", "class_indices", "distribution_matching",
+__all__ = ["DSA_STRATEGY", "CommitteeVote", "EvalProtocol", "ExpertConfig", "GRID", "SynSet", "batch_statistics",
+           "bn_inputs", "class_indices", "cv_dd", "cv_dd_committees", "cv_dd_priors", "distribution_matching",
            "evaluate_grid", "evaluate_synset", "expert_trajectories", "gradient_matching", "herding", "kmeans",
-           "krr_st", "measure", "network_from", "perturb_weights", "random_subset", "representative_init",
+           "infer", "infer_budget", "krr_st", "measure", "network_from", "perturb_weights", "random_subset", "recover",
+           "representative_init", "sre2l",
            "train_expert", "train_ssl_target", "trajectory_matching"]

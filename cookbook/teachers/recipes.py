@@ -14,7 +14,9 @@ import torch.nn.functional as F
 
 from cookbook.data.augment import random_shift_flip
 from cookbook.metrics import accuracy, per_class_accuracy
-from cookbook.models import MLP, SmallCNN, TinyResNet
+from cookbook.models import MLP, PlainCNN, SmallCNN, TinyResNet
+from cookbook.models.convnet import ConvNet
+from cookbook.models.diffusion import fmnist_unet
 from cookbook.teachers.spec import TeacherSpec
 from cookbook.train import evaluate, fit, predict
 
@@ -71,14 +73,20 @@ def fmnist_cnn_labelled(seed: int = 0, *, n_labelled: int, subset_seed: int, epo
 
 
 def _fit_fmnist(model: torch.nn.Module, seed: int, epochs: int, lr: float, desc: str,
-                augment: bool = True) -> tuple[torch.nn.Module, dict]:
-    """Train ``model`` on Fashion-MNIST train (55k) (shift+flip if ``augment``), AdamW ``lr`` cosine, weight
-    decay 5e-4, batch 256; keep the epoch with the best validation accuracy; return (model, metrics)."""
+                augment: bool = True, pool: bool = False) -> tuple[torch.nn.Module, dict]:
+    """Train ``model`` on Fashion-MNIST train (55k; with ``pool`` only the 10k class-balanced pool of
+    the dataset-distillation notebooks, ``load_fashion_mnist_pool``) (shift+flip if ``augment``),
+    AdamW ``lr`` cosine, weight decay 5e-4, batch 256; keep the epoch with the best validation
+    accuracy; return (model, metrics on the full 10k test set)."""
     from cookbook.data import load_fashion_mnist, normalize_images
+    from cookbook.data.images import load_fashion_mnist_pool
 
     torch.manual_seed(seed)
     (X, y), (Xv, yv), (Xt, yt) = (load_fashion_mnist(s) for s in ("train", "val", "test"))
     X, Xv, Xt = (normalize_images(a) for a in (X, Xv, Xt))
+    if pool:
+        data = load_fashion_mnist_pool(n=10_000)
+        X, y = data["X"], data["y"]
     gen = torch.Generator().manual_seed(seed + 1)
 
     def loss_fn(m, xb, yb):
@@ -101,6 +109,22 @@ def fmnist_mlp(seed: int = 0, epochs: int = 15) -> tuple[torch.nn.Module, dict]:
     No augmentation: shifted images cost an MLP (no translation invariance) ~3 points here."""
     torch.manual_seed(seed)
     return _fit_fmnist(MLP(hidden=(256, 256)), seed, epochs, lr=1e-3, desc="fmnist-mlp", augment=False)
+
+
+POOL_TEACHERS = {   # name -> architecture: the committee of notebook 03c (SRe2L, CV-DD, INFER), all BatchNorm
+    "fmnist-pool-convbn": lambda: ConvNet(width=16, depth=3, norm="batch"),
+    "fmnist-pool-convbn-d4": lambda: ConvNet(width=16, depth=4, norm="batch"),
+    "fmnist-pool-resnet": lambda: TinyResNet(width=16),
+    "fmnist-pool-plaincnn": lambda: PlainCNN(),
+}
+
+
+def fmnist_pool_teacher(name: str, seed: int = 0, epochs: int = 20) -> tuple[torch.nn.Module, dict]:
+    """A BatchNorm teacher of ``POOL_TEACHERS`` trained on the 10k pool only (all its labels), shift+flip,
+    AdamW 3e-3 cosine, 20 epochs, best validation epoch kept: the pool is all any method of 03a/03c
+    distils from, so a teacher trained on it adds no data the other methods do not see."""
+    torch.manual_seed(seed)
+    return _fit_fmnist(POOL_TEACHERS[name](), seed, epochs, lr=3e-3, desc=name, pool=True)
 
 
 LT_N_MAX, LT_IMBALANCE = 1000, 100     # the long-tailed Fashion-MNIST of notebook 01b (2,478 images)
@@ -347,6 +371,84 @@ def _tiny_unet(in_channels: int) -> torch.nn.Module:
     return TinyUNet(width=16, in_channels=in_channels)
 
 
+def _load_committed(name: str) -> torch.nn.Module:
+    """A committed teacher of ``SPECS``, sha256-checked and frozen (what ``registry.load`` does; the
+    registry imports this module, so a recipe that needs another teacher reads it here)."""
+    from safetensors.torch import load_file
+
+    from cookbook import assets
+
+    spec = SPECS[name]
+    model = spec.architecture()
+    model.load_state_dict(load_file(str(assets.asset(spec.asset))))
+    return model.eval().requires_grad_(False)
+
+
+DIFFUSION_SIZE, DIFFUSION_CHANNELS = 16, (16, 32, 32)   # the 07b teacher: 16 x 16 Fashion-MNIST
+
+
+def fmnist_diffusion(seed: int = 0, steps: int = 3500, batch_size: int = 128, lr: float = 2e-3,
+                     ema: float = 0.999, eval_samples: int = 1000) -> tuple[torch.nn.Module, dict]:
+    """Class-conditional diffusion teacher of notebook 07b: diffusers ``UNet2DModel`` (16-32-32
+    channels, no attention, 0.26M params) on Fashion-MNIST train (55k, all labels) resized to
+    16 x 16 in [-1, 1]. DDPM cosine schedule (diffusers ``DDPMScheduler``, squaredcos_cap_v2),
+    v-prediction (= TrigFlow F, ``cookbook.models.diffusion``), uniform timesteps, AdamW ``lr`` with
+    100 warm-up steps and cosine decay, ``steps`` x ``batch_size``; the EMA (``ema``) weights are kept.
+    Card metrics: Frechet distance on ``fmnist-cnn`` features and that classifier's accuracy on
+    ``eval_samples`` class-balanced samples (DPM-Solver++, 20 steps) against as many test images."""
+    import copy
+
+    from cookbook.data import load_fashion_mnist
+    from cookbook.metrics import ClassifierFeatures, frechet_distance
+    from cookbook.models.diffusion import (
+        TrigFlowNet,
+        make_scheduler,
+        scheduler_sample,
+        timestep_angle,
+        to_diffusion_images,
+    )
+    from cookbook.train import Stepper
+
+    torch.manual_seed(seed)
+    X, y = load_fashion_mnist("train")
+    X = to_diffusion_images(X, DIFFUSION_SIZE)
+    net = TrigFlowNet(fmnist_unet(DIFFUSION_SIZE, DIFFUSION_CHANNELS), unet=True)
+    ema_net = copy.deepcopy(net).requires_grad_(False)
+    sched = make_scheduler("ddpm")
+    stepper = Stepper(net.parameters(), total=steps, lr=lr, weight_decay=0.0, warmup=100, progress=True,
+                      desc="fmnist-diffusion")
+    gen = torch.Generator().manual_seed(seed + 1)
+    losses = []
+    for step in range(steps):
+        idx = torch.randint(0, len(X), (batch_size,), generator=gen)
+        x0, yb = X[idx], y[idx]
+        z = torch.randn(x0.shape, generator=gen)
+        ts = torch.randint(0, sched.config.num_train_timesteps, (batch_size,), generator=gen)
+        x_t = sched.add_noise(x0, z, ts)
+        loss = F.mse_loss(net(x_t, timestep_angle(sched, ts), yb), sched.get_velocity(x0, z, ts))
+        losses.append(stepper.step(loss, f"step {step}"))
+        with torch.no_grad():
+            for pe, p in zip(ema_net.parameters(), net.parameters()):
+                pe.lerp_(p, 1 - ema)
+    stepper.close()
+    ema_net.eval()
+    Xt, yt = load_fashion_mnist("test")
+    real = to_diffusion_images(Xt[:eval_samples], DIFFUSION_SIZE)
+    labels = torch.arange(eval_samples) % 10
+    fake = scheduler_sample(ema_net, (eval_samples, 1, DIFFUSION_SIZE, DIFFUSION_SIZE), 20, y=labels, kind="dpm",
+                            generator=torch.Generator().manual_seed(seed + 2))
+    feats = ClassifierFeatures(_load_committed("fmnist-cnn"))
+    return ema_net.net, {
+        "fd_fmnist_cnn": round(frechet_distance(real, fake, feats), 3),
+        "sample_class_acc": round(accuracy(feats.logits(fake), labels), 4),
+        "real_test_class_acc_16px": round(accuracy(feats.logits(real), yt[:eval_samples]), 4),
+        "eval": f"{eval_samples} samples (DPM-Solver++ 20 steps, classes balanced) vs {eval_samples} test images; "
+                "Frechet distance on fmnist-cnn pooled features (not Inception FID)",
+        "train_loss_last100": round(sum(losses[-100:]) / 100, 4), "steps": steps, "batch_size": batch_size,
+        "data": "Fashion-MNIST train 55k, all labels, 16x16",
+    }
+
+
 # name -> spec of every committed teacher (weights and card in assets/teachers/)
 SPECS: dict[str, TeacherSpec] = {spec.name: spec for spec in (
     TeacherSpec(
@@ -479,4 +581,22 @@ SPECS: dict[str, TeacherSpec] = {spec.name: spec for spec in (
         labels="the per-pixel masks of the 6,000 composed training scenes, also as an input channel (noised, class codes "
                "randomised per image)",
     ),
-)}
+    TeacherSpec(
+        name="fmnist-diffusion",
+        architecture=lambda: fmnist_unet(DIFFUSION_SIZE, DIFFUSION_CHANNELS),
+        recipe=fmnist_diffusion,
+        metric="fd_fmnist_cnn",
+        description="diffusers UNet2DModel (16-32-32, no attention, 0.26M params), class-conditional, "
+                    "Fashion-MNIST 55k at 16x16, cosine schedule, v-prediction (TrigFlow), 3500 x 128 steps, EMA",
+        labels="all 55,000 Fashion-MNIST training labels (as class conditions)",
+    ),
+)} | {name: TeacherSpec(
+    name=name,
+    architecture=arch,
+    recipe=lambda seed, name=name: fmnist_pool_teacher(name, seed),
+    metric="test_acc",
+    description=f"{desc}, BatchNorm, trained on the 10k class-balanced Fashion-MNIST "
+                "pool of notebooks 03a/03c only (all 10k labels), shift+flip, 20 epochs AdamW; a committee member of 03c",
+    labels="the 10,000 labels of the class-balanced Fashion-MNIST pool of notebooks 03a/03c",
+) for (name, arch), desc in zip(POOL_TEACHERS.items(), ("ConvNet-3 width 16", "ConvNet-4 width 16",
+                                                          "TinyResNet width 16", "PlainCNN 8-16-32"))}

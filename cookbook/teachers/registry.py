@@ -17,7 +17,7 @@ from torch import nn
 
 from cookbook import assets
 from cookbook.config import ASSETS
-from cookbook.teachers.spec import TeacherSpec
+from cookbook.teachers.spec import TeacherSpec, freeze
 from cookbook.utils import device_name, git_commit, weights_version
 
 REGISTRY: dict[str, TeacherSpec] = {}   # teachers registered at run time (``register``)
@@ -25,9 +25,10 @@ REGISTRY: dict[str, TeacherSpec] = {}   # teachers registered at run time (``reg
 
 def _committed() -> dict[str, TeacherSpec]:
     """The committed teachers' specs, imported on first use (they pull in data, models, train)."""
+    from cookbook.teachers.lm_student import SPEC as LM_STUDENT
     from cookbook.teachers.recipes import SPECS
 
-    return SPECS
+    return {**SPECS, LM_STUDENT.name: LM_STUDENT}
 
 
 def specs() -> dict[str, TeacherSpec]:
@@ -58,21 +59,34 @@ def card(name: str) -> dict:
     return {"labels": spec.labels, **json.loads(assets.asset(spec.card).read_text())}
 
 
-def freeze(model: nn.Module) -> nn.Module:
-    """Eval mode and no gradients: a teacher never trains (and BatchNorm statistics never move)."""
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
+def _aliases(model: nn.Module) -> dict[str, str]:
+    """State-dict keys that share storage with an earlier key (tied weights) -> that earlier key."""
+    first, out = {}, {}
+    for key, value in model.state_dict(keep_vars=True).items():
+        ptr = value.data_ptr()
+        if ptr in first:
+            out[key] = first[ptr]
+        else:
+            first[ptr] = key
+    return out
 
 
-def load(name: str, device: torch.device | str = "cpu") -> nn.Module:
-    """The registered teacher ``name``: architecture + sha256-checked safetensors weights, frozen."""
+def load(name: str, device: torch.device | str = "cpu", trainable: bool = False) -> nn.Module:
+    """The registered teacher ``name``: architecture + sha256-checked safetensors weights, frozen.
+
+    ``trainable=True`` returns it in train mode with gradients on instead: a registered *student*
+    checkpoint to start from (e.g. ``stdlib-llama-3m``). Weights stored in a lower precision
+    (``TeacherSpec.storage_dtype``) are cast back to the architecture's dtype; tied weights (e.g.
+    a tied LM head) are stored once.
+    """
     spec = get_spec(name)
     path = assets.asset(spec.asset)               # raises a clear error if missing or corrupt
     model = spec.architecture()
-    model.load_state_dict(load_file(str(path)))
-    model = freeze(model.to(device))
+    missing, unexpected = model.load_state_dict(load_file(str(path)), strict=False)
+    if unexpected or set(missing) - set(_aliases(model)):
+        raise ValueError(f"{path} does not fit {name}'s architecture (missing {sorted(missing)[:5]}, "
+                         f"unexpected {sorted(unexpected)[:5]}): rebuild it")
+    model = freeze(model.to(device)) if not trainable else model.to(device).requires_grad_(True).train()
     model.fingerprint = assets.read_manifest()[spec.asset][0][:16]   # keys the output caches ...
     model.fingerprint_version = weights_version(model)                # ... until the weights change
     return model
@@ -85,7 +99,9 @@ def build(name: str, seed: int = 0) -> dict:
     model, metrics = spec.recipe(seed)
     path = ASSETS / spec.asset
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    aliases = _aliases(model)
+    state = {k: v.detach().cpu().to(spec.storage_dtype or v.dtype).contiguous()
+             for k, v in model.state_dict().items() if k not in aliases}
     save_file(state, str(path))
     digest = assets.register(path)
     info = {

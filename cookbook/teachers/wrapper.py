@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from cookbook.config import cache_dir
-from cookbook.teachers.registry import freeze
+from cookbook.teachers.spec import freeze
 from cookbook.train import predict
 from cookbook.utils import weights_fingerprint, weights_version
 
