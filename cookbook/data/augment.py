@@ -81,6 +81,17 @@ def random_shift_flip(x: torch.Tensor, max_shift: int = 2, generator: torch.Gene
     is padded with the image minimum (the normalised black background), not 0: padding normalised
     images with 0 paints grey borders that test images never have.
     """
+    out = random_shift(x, max_shift, generator)[:, 0]
+    flip = torch.rand(x.shape[0], generator=generator, device=x.device) < 0.5
+    out = torch.where(flip[:, None, None], out.flip(-1), out)
+    return out[:, None]
+
+
+def random_shift(x: torch.Tensor, max_shift: int = 2, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Per-image random translation by up to ``max_shift`` pixels, no flip (digits must not be mirrored).
+
+    x: (B, 1, H, W) -> (B, 1, H, W); the border is padded with the image minimum, as in ``random_shift_flip``.
+    """
     B, _, H, W = x.shape
     p = max_shift
     padded = F.pad(x[:, 0], (p, p, p, p), value=float(x.amin()))                  # (B, H+2p, W+2p)
@@ -88,10 +99,7 @@ def random_shift_flip(x: torch.Tensor, max_shift: int = 2, generator: torch.Gene
     dx = torch.randint(0, 2 * p + 1, (B,), generator=generator, device=x.device)
     rows = torch.arange(H, device=x.device)[None, :] + dy[:, None]                # (B, H)
     cols = torch.arange(W, device=x.device)[None, :] + dx[:, None]                # (B, W)
-    out = padded[torch.arange(B, device=x.device)[:, None, None], rows[:, :, None], cols[:, None, :]]
-    flip = torch.rand(B, generator=generator, device=x.device) < 0.5
-    out = torch.where(flip[:, None, None], out.flip(-1), out)
-    return out[:, None]
+    return padded[torch.arange(B, device=x.device)[:, None, None], rows[:, :, None], cols[:, None, :]][:, None]
 
 
 # ----------------------------------------------------------------------------- DSA (dataset distillation)
@@ -163,3 +171,24 @@ def dsa_augment(x: torch.Tensor, seed: int, strategy: str = DSA_STRATEGY, siames
         theta[:, 1, 0], theta[:, 1, 1] = torch.sin(a), torch.cos(a)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, align_corners=False)
+
+
+def mix_distribution(h: torch.Tensor, perm: torch.Tensor, lam: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """KD3's MixDistribution on a feature map (B, C, H, W): give each instance a new, mixed distribution.
+
+    Each instance's per-channel mean mu and std sigma (over H, W) are replaced by a mix with those of
+    instance ``perm[i]``: (h - mu) / sigma * sigma_mix + mu_mix, with mu_mix = lam mu + (1 - lam) mu[perm]
+    (likewise sigma); lam (B,) in [0, 1]. The content (normalised map) is kept, the "style" moves to a
+    distribution between two instances' (the MixStyle operation, Zhou et al., ICLR 2021, which KD3 builds on).
+    Statistics are detached, as in MixStyle. Paper: Tang et al., arXiv 2307.11469.
+    """
+    if h.dim() != 4:
+        raise ValueError(f"h must be a feature map (B, C, H, W), got shape {tuple(h.shape)}")
+    if perm.shape != (h.shape[0],) or lam.shape != (h.shape[0],):
+        raise ValueError(f"perm and lam must have shape ({h.shape[0]},), got {tuple(perm.shape)} and {tuple(lam.shape)}")
+    mu = h.mean((2, 3), keepdim=True).detach()
+    sigma = (h.var((2, 3), keepdim=True) + eps).sqrt().detach()
+    lam = lam.to(h)[:, None, None, None]
+    mu_mix = lam * mu + (1 - lam) * mu[perm]
+    sigma_mix = lam * sigma + (1 - lam) * sigma[perm]
+    return (h - mu) / sigma * sigma_mix + mu_mix

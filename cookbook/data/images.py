@@ -361,3 +361,37 @@ def build_mnist10k(out: Path | None = None) -> Path:
     order = np.argsort([hashlib.sha256(img.tobytes()).hexdigest() for img in X], kind="stable")
     out = Path(out) if out is not None else ASSETS / MNIST10K_ASSET
     return write_npz(out, {"images": X[order], "labels": y[order]})
+
+
+# ----------------------------------------------------------------------------- sklearn digits (8 x 8)
+
+SKLEARN_DIGITS_SPLITS = ("train", "test", "all")
+
+
+def load_sklearn_digits(split: str = "all") -> ImageSplit:
+    """The 1,797 handwritten digits bundled with scikit-learn, upsampled to MNIST's 28 x 28 layout.
+
+    Each 8 x 8 image (grey levels 0..16) is resized bilinearly to 20 x 20 and centred in a 28 x 28
+    frame, as MNIST centres its digits in a 20 x 20 box, then scaled to 0..255 (uint8). A real but
+    lower-resolution, differently written digit set: the blockier strokes are a domain shift from
+    MNIST. Splits (stratified, deterministic): "test" = every 5th image of each digit in stored
+    order, "train" = the rest, "all" = 1,797. Source: ``sklearn.datasets.load_digits`` (BSD-3,
+    UCI Optical Recognition of Handwritten Digits, Alpaydin and Kaynak); no download.
+    """
+    import sklearn
+    from sklearn.datasets import load_digits
+
+    check_choice("split", split, SKLEARN_DIGITS_SPLITS)
+    d = load_digits()
+    x = torch.as_tensor(d.images, dtype=torch.float32)[:, None] / 16.0          # (N, 1, 8, 8) in [0, 1]
+    x = torch.nn.functional.interpolate(x, size=(20, 20), mode="bilinear", align_corners=False)
+    X = torch.nn.functional.pad(x, (4, 4, 4, 4))[:, 0].mul(255).round().clamp(0, 255).to(torch.uint8)
+    y = torch.as_tensor(d.target, dtype=torch.int64)
+    rank = torch.zeros(len(y), dtype=torch.int64)
+    for c in range(10):
+        members = (y == c).nonzero()[:, 0]
+        rank[members] = torch.arange(len(members))
+    keep = torch.ones(len(y), dtype=torch.bool) if split == "all" else ((rank % 5 == 0) == (split == "test"))
+    idx = keep.nonzero()[:, 0]
+    found = Found("package", Path(sklearn.__file__).parent / "datasets" / "data" / "digits.csv.gz")
+    return ImageSplit(X[idx], y[idx], idx, found, split)

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from cookbook.checks import (
     check_finite_param,
+    check_indices,
     check_keep,
     check_pair,
     check_temperature,
@@ -139,3 +140,66 @@ def masked_reconstruction_loss(pred_patches: torch.Tensor, patches: torch.Tensor
     target = F.layer_norm(patches, patches.shape[-1:])
     err = (pred_patches - target).pow(2).mean(-1)                             # (B, N)
     return err[masked].mean()
+
+
+# ----------------------------------------------------------------------------- Hybrid Distill (notebook 01c)
+
+
+def restrict_attention(attn: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Attention over all tokens (B, H, 1 + N, 1 + N) -> over CLS + the kept patches (B, H, 1 + K, 1 + K).
+
+    keep (B, K) int64 patch indices (0..N-1, the order the student saw them in); rows are renormalised
+    to sum to 1, so a teacher's token relations can be compared with a student that never saw the
+    masked tokens.
+    """
+    check_tensor("attn", attn, ndim=4)
+    n = attn.shape[-1] - 1
+    check_indices("keep", keep, n, shape=(attn.shape[0], keep.shape[-1]) if keep.dim() == 2 else None,
+                  unique_rows=True, what="patches")
+    idx = torch.cat([torch.zeros_like(keep[:, :1]), keep + 1], 1)           # CLS stays first
+    H = attn.shape[1]
+    rows = attn.gather(2, idx[:, None, :, None].expand(-1, H, -1, attn.shape[-1]))
+    sub = rows.gather(3, idx[:, None, None, :].expand(-1, H, idx.shape[1], -1))
+    return sub / sub.sum(-1, keepdim=True).clamp_min(1e-12)
+
+
+def attention_kl_loss(student_attn: torch.Tensor, teacher_attn: torch.Tensor) -> torch.Tensor:
+    """Token relations: each student attention row matches the teacher's, in KL.
+
+        L_rel = mean_{b, h, i} KL(A^t_{b h i .} || A^s_{b h i .})
+
+    student_attn, teacher_attn: (B, H, T, T) rows of probabilities (same heads and tokens).
+    Paper: Shi et al., "Hybrid Distillation: Connecting Masked Autoencoders with Contrastive
+    Learners", ICLR 2024, arXiv 2306.15876 (the MIM teacher's relations, against attention collapse).
+    """
+    check_pair(student_attn, teacher_attn, "attn")
+    if student_attn.dim() != 4 or student_attn.shape[-1] != student_attn.shape[-2]:
+        raise ValueError(f"attention maps must be (B, H, T, T), got {tuple(student_attn.shape)}")
+    t = teacher_attn.detach().clamp_min(1e-12)
+    return (t * (t.log() - student_attn.clamp_min(1e-12).log())).sum(-1).mean()
+
+
+def hybrid_distill_loss(student_tokens: torch.Tensor, teacher_tokens: torch.Tensor,
+                        student_attns: list[torch.Tensor], mim_attns: list[torch.Tensor], *,
+                        alpha: float = 1.0, beta: float = 1.0) -> torch.Tensor:
+    """Hybrid Distill: the supervised/CL teacher's features plus the MIM teacher's token relations.
+
+        L = alpha * mean_{b, t} || s_bt - LN(f^c_bt) ||^2  +  beta * mean_{l} L_rel(A^s_l, A^m_l)
+
+    student_tokens (B, T, D): the student's final tokens after a linear projection to the teacher's
+    width; teacher_tokens (B, T, D): the supervised teacher's final tokens at the same positions
+    (LN: a parameter-free layer norm of each token, as in MaskAlign / DMAE targets); student_attns,
+    mim_attns: the attention maps (B, H, T, T) of the chosen blocks, paired in order. alpha, beta >= 0.
+    Paper: Shi et al., arXiv 2306.15876 (eq. 3: features of T_c at the last layer, relations of T_m).
+    """
+    check_finite_param("alpha", alpha, 0.0)
+    check_finite_param("beta", beta, 0.0)
+    check_tensor("student_tokens", student_tokens, ndim=3)
+    if len(student_attns) != len(mim_attns):
+        raise ValueError(f"{len(student_attns)} student attention maps but {len(mim_attns)} MIM teacher maps")
+    target = F.layer_norm(teacher_tokens.detach(), teacher_tokens.shape[-1:])
+    check_pair(student_tokens, target, "tokens")
+    loss = alpha * (student_tokens - target).pow(2).mean()
+    if beta > 0 and student_attns:
+        loss = loss + beta * torch.stack([attention_kl_loss(s, m) for s, m in zip(student_attns, mim_attns)]).mean()
+    return loss

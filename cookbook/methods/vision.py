@@ -1,4 +1,7 @@
-"""DisWOT: rank candidate student architectures for a teacher WITHOUT training them.
+"""Vision-KD algorithms that are more than a loss: DisWOT (01a); task similarity, source weights,
+KD3's instance selection and Hybrid Distill's redundant-token masking (01c, 01d, at the end).
+
+DisWOT: rank candidate student architectures for a teacher WITHOUT training them.
 
 Two similarities between the teacher and an untrained candidate on one batch of images:
 - semantic: the class-by-class Gram matrix of Grad-CAM maps at the last feature layer
@@ -17,6 +20,7 @@ CVPR 2023, arXiv 2303.15678.
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 import torch.nn.functional as F
@@ -93,3 +97,110 @@ def diswot_score(student: nn.Module, teacher: nn.Module, x: torch.Tensor, *, stu
     semantic = (grams["t"][0] - grams["s"][0]).norm().item()
     relation = (grams["t"][1] - grams["s"][1]).norm().item()
     return {"semantic": semantic, "relation": relation, "score": -(semantic + relation)}
+
+
+# ----------------------------------------------------------------------------- notebooks 01c / 01d
+
+
+def ncc_loo_accuracy(feats: torch.Tensor, labels: torch.Tensor) -> float:
+    """Task similarity of a source model to a target task: leave-one-out nearest-centroid accuracy.
+
+    The labelled target images' features under the source model (N, D) are L2-normalised; each image
+    is classified by the nearest class centroid (cosine) computed WITHOUT it. High when the source's
+    features already separate the target classes. Needs >= 2 images per class. (P29 compares several
+    task-similarity metrics; this is the cheap one that needs nothing but the few labels.)
+    Paper: Borup, Phoo, Hariharan, arXiv 2304.12314 (DistillNearest).
+    """
+    if feats.dim() != 2 or labels.shape != (len(feats),):
+        raise ValueError(f"feats must be (N, D) and labels (N,), got {tuple(feats.shape)} and {tuple(labels.shape)}")
+    z = F.normalize(feats.double(), dim=-1)
+    C = int(labels.max()) + 1
+    onehot = F.one_hot(labels, C).double()                                  # (N, C)
+    counts = onehot.sum(0)
+    if bool((counts < 2).any()):
+        raise ValueError("every class needs at least 2 labelled images for a leave-one-out centroid")
+    sums = onehot.T @ z                                                     # (C, D)
+    own = (sums[labels] - z) / (counts[labels] - 1)[:, None]               # own class centroid without the image
+    others = sums / counts[:, None]                                         # (C, D)
+    scores = z @ F.normalize(others, dim=-1).T                              # (N, C)
+    scores[torch.arange(len(z)), labels] = (z * F.normalize(own, dim=-1)).sum(-1)
+    return float((scores.argmax(-1) == labels).double().mean())
+
+
+def source_weights(scores: torch.Tensor, tau: float) -> torch.Tensor:
+    """DistillWeighted's source weights: softmax(scores / tau); tau = 0 gives DistillNearest (one-hot on the best).
+
+    scores (S,) task similarities (higher = closer); tau >= 0. Returns (S,) weights summing to 1.
+    """
+    if scores.dim() != 1 or len(scores) == 0:
+        raise ValueError(f"scores must be a non-empty (S,) tensor, got {tuple(scores.shape)}")
+    if tau < 0 or not math.isfinite(tau):
+        raise ValueError(f"tau must be a finite number >= 0, got {tau}")
+    if tau == 0:
+        return F.one_hot(scores.argmax(), len(scores)).to(scores.dtype if scores.is_floating_point() else torch.float32)
+    return torch.softmax(scores.float() / tau, 0)
+
+
+def probe_pseudo_labels(train_feats: torch.Tensor, train_labels: torch.Tensor, feats: torch.Tensor,
+                        C: float = 1.0) -> torch.Tensor:
+    """A source model's pseudo-labels on the target task: a multinomial logistic regression
+    (scikit-learn, L2 strength 1/C) fitted on the labelled target images' source features, applied to
+    ``feats``. Returns probabilities (N, classes) as float32 (P29: "features and pseudo-labels of the
+    source models", no source data)."""
+    from sklearn.linear_model import LogisticRegression
+
+    probe = LogisticRegression(C=C, max_iter=2000)
+    probe.fit(F.normalize(train_feats, dim=-1).numpy(), train_labels.numpy())
+    return torch.as_tensor(probe.predict_proba(F.normalize(feats, dim=-1).numpy()), dtype=torch.float32)
+
+
+def kd3_instance_weights(teacher_logits: torch.Tensor, student_logits: torch.Tensor, progress: float,
+                         threshold: float) -> torch.Tensor:
+    """KD3's dynamic instance selection: trust a web image when teacher and student agree on it.
+
+    p = (1 - g) softmax(t) + g softmax(s), g = progress / 2 (the student's say grows from 0 to 1/2 as
+    training goes on, ``progress`` in [0, 1]); an image is kept when max_c p_c >= threshold, with
+    weight max_c p_c; the others get weight 0. Disagreement lowers max_c p, so an image the teacher
+    is sure of but the student reads differently is dropped. Returns (B,) weights in [0, 1].
+    Paper: Tang et al., arXiv 2307.11469 (our reading; official code not found).
+    """
+    if not 0.0 <= progress <= 1.0 or not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"progress and threshold must lie in [0, 1], got {progress} and {threshold}")
+    if teacher_logits.shape != student_logits.shape or teacher_logits.dim() != 2:
+        raise ValueError(f"teacher and student logits must both be (B, C), got {tuple(teacher_logits.shape)} "
+                         f"and {tuple(student_logits.shape)}")
+    g = progress / 2
+    p = (1 - g) * teacher_logits.detach().softmax(-1) + g * student_logits.detach().softmax(-1)
+    conf = p.max(-1).values
+    return torch.where(conf >= threshold, conf, torch.zeros_like(conf))
+
+
+def redundant_token_keep(cls_attention: torch.Tensor, mask_ratio: float) -> torch.Tensor:
+    """Hybrid Distill's redundant-token masking: keep the patches the teacher's CLS token attends to most.
+
+    cls_attention (B, N): attention from CLS to each patch (e.g. averaged over heads, last block);
+    the ``round(N * mask_ratio)`` least-attended patches are dropped. Returns (B, K) int64 indices,
+    K >= 1, in ascending patch order. Paper: Shi et al., arXiv 2306.15876 (our reading of the
+    progressive redundant token masking; official code not found).
+    """
+    if cls_attention.dim() != 2:
+        raise ValueError(f"cls_attention must be (B, N), got {tuple(cls_attention.shape)}")
+    if not 0.0 <= mask_ratio < 1.0:
+        raise ValueError(f"mask_ratio must lie in [0, 1), got {mask_ratio}")
+    n = cls_attention.shape[1]
+    k = max(1, n - round(n * mask_ratio))
+    return cls_attention.topk(k, dim=-1).indices.sort(-1).values
+
+
+def progressive_ratio(progress: float, final_ratio: float, stages: int = 3) -> float:
+    """The masking ratio at a point of training: a staircase from 0 up to ``final_ratio`` in ``stages`` equal steps.
+
+    progress in [0, 1] (fraction of distillation done). stage i of ``stages`` masks i / (stages - 1) *
+    final_ratio, so early epochs see every token and later ones only the less redundant ones.
+    """
+    if not 0.0 <= progress <= 1.0 or stages < 1:
+        raise ValueError(f"need progress in [0, 1] and stages >= 1, got {progress}, {stages}")
+    if stages == 1:
+        return final_ratio
+    stage = min(stages - 1, int(progress * stages))
+    return final_ratio * stage / (stages - 1)

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from cookbook.checks import check_int, check_keep, check_tensor
+from cookbook.data.augment import mix_distribution
 
 
 def _conv_bn(c_in: int, c_out: int) -> nn.Sequential:
@@ -334,3 +335,119 @@ def random_keep(batch: int, num_patches: int, mask_ratio: float, generator: torc
     k = max(1, round(num_patches * (1 - mask_ratio)))
     return torch.rand(batch, num_patches, generator=generator).argsort(1)[:, :k]
 
+
+
+# ----------------------------------------------------------------------------- notebook 01c / 01d additions
+
+
+def small_vit(embed_dim: int = 64, depth: int = 4, num_heads: int = 4, mlp_ratio: float = 4.0,
+              patch_size: int = 7, num_classes: int = 10) -> nn.Module:
+    """A timm ViT for 28 x 28 grey images with a configurable MLP width: 16 patch tokens + CLS.
+
+    The defaults (d = 64, 4 blocks, 4 heads, MLP 64 -> 256 -> 64) give ~0.2M parameters, the
+    dense teacher of notebook 01c, whose MLPs (64% of a block's multiply-adds) ACM replaces.
+    """
+    from timm.models.vision_transformer import VisionTransformer
+
+    return VisionTransformer(img_size=28, patch_size=patch_size, in_chans=1, num_classes=num_classes,
+                             embed_dim=embed_dim, depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio)
+
+
+def block_with_attention(block: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One timm ViT block that also returns its attention probabilities: (output (B, T, D), attn (B, H, T, T)).
+
+    The same computation as ``block(x)`` (norm, qkv, softmax(q k^T * scale), projection, residual,
+    MLP), written out so the attention map is available with gradients (timm's fused path hides it).
+    """
+    attn_mod = block.attn
+    B, T, _ = x.shape
+    qkv = attn_mod.qkv(block.norm1(x)).reshape(B, T, 3, attn_mod.num_heads, attn_mod.head_dim).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv.unbind(0)
+    q, k = attn_mod.q_norm(q), attn_mod.k_norm(k)
+    attn = ((q * attn_mod.scale) @ k.transpose(-2, -1)).softmax(-1)                     # (B, H, T, T)
+    h = attn_mod.proj(attn_mod.norm((attn @ v).transpose(1, 2).reshape(B, T, -1)))
+    x = x + block.drop_path1(block.ls1(h))
+    x = x + block.drop_path2(block.ls2(block.mlp(block.norm2(x))))
+    return x, attn
+
+
+def vit_forward_tokens(model: nn.Module, x: torch.Tensor, keep: torch.Tensor | None = None
+                       ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """A timm ViT on the CLS token and the kept patch tokens: (final normed tokens (B, 1 + K, D), [attn per block]).
+
+    keep: (B, K) int64 indices of the patches to keep (all 16 when None), in the order given; each
+    kept token carries its own position embedding, so dropping tokens is "masking" them out of the
+    sequence (Hybrid Distill's redundant-token masking). Attention maps are (B, H, 1 + K, 1 + K).
+    """
+    tokens = model.patch_embed(x) + model.pos_embed[:, 1:]                               # (B, N, D)
+    if keep is not None:
+        tokens = tokens.gather(1, keep[:, :, None].expand(-1, -1, tokens.shape[-1]))
+    h = torch.cat([(model.cls_token + model.pos_embed[:, :1]).expand(len(x), -1, -1), tokens], 1)
+    h = model.norm_pre(h)
+    attns = []
+    for block in model.blocks:
+        h, a = block_with_attention(block, h)
+        attns.append(a)
+    return model.norm(h), attns
+
+
+def cnn_features(model: nn.Module, x: torch.Tensor, grid: int = 1) -> torch.Tensor:
+    """A SmallCNN / PlainCNN's last stage, average-pooled to ``grid`` x ``grid``: (B, 1, 28, 28) -> (B, C * grid^2).
+
+    grid 1 is the global average pool; grid 2 keeps a coarse what-is-where (top/bottom, left/right),
+    which Fashion-MNIST classes differ by (P29's source features, notebook 01d)."""
+    h = model.stage3(model.stage2(model.stage1(x)))
+    return h.mean((2, 3)) if grid == 1 else nn.functional.adaptive_avg_pool2d(h, grid).flatten(1)
+
+
+class PooledCNN(nn.Module):
+    """PlainCNN stages -> global average pool -> features (B, C) -> linear head, plus optional extra heads.
+
+    ``features(x)`` returns the pooled features; ``extra_heads`` (one Linear(C, d_s) per entry of
+    ``extra_dims``) map them to other targets: the per-source feature regressors of P29's
+    multi-source distillation. A small target model (~11k parameters at the default widths).
+    """
+
+    def __init__(self, stages: Sequence[Sequence[int]] = ((8,), (16,), (32,)), num_classes: int = 10,
+                 extra_dims: Sequence[int] = (), in_channels: int = 1):
+        super().__init__()
+        body = PlainCNN(stages, num_classes=num_classes, in_channels=in_channels)
+        self.stage1, self.stage2, self.stage3 = body.stage1, body.stage2, body.stage3
+        width = stages[-1][-1]
+        self.head = nn.Linear(width, num_classes)
+        self.extra_heads = nn.ModuleList(nn.Linear(width, d) for d in extra_dims)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:   # (B, 1, 28, 28) -> (B, C)
+        return cnn_features(self, x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+class AlignedStudent(nn.Module):
+    """A small CNN whose last map is projected to the teacher's channels and read by a head shaped like the teacher's.
+
+    stages -> (B, c, 7, 7) -> 1x1 conv to ``teacher_channels`` -> flatten -> Linear(teacher_channels * 49, C):
+    the head has the same shape as SmallCNN's, so KD3's classifier alignment can compare the two
+    parameter by parameter and the projected map can be matched to the teacher's stage-3 map.
+    ``forward(x, mix=None)``: ``mix = (perm, lam)`` applies MixDistribution to the stage-1 map
+    (``cookbook.data.augment.mix_distribution``) before the rest of the network.
+    """
+
+    def __init__(self, stages: Sequence[Sequence[int]] = ((8,), (16,), (32,)), teacher_channels: int = 128,
+                 num_classes: int = 10):
+        super().__init__()
+        body = PlainCNN(stages, num_classes=num_classes)
+        self.stage1, self.stage2, self.stage3 = body.stage1, body.stage2, body.stage3
+        self.proj = nn.Conv2d(stages[-1][-1], teacher_channels, 1)
+        self.head = nn.Linear(teacher_channels * 49, num_classes)
+
+    def features(self, x: torch.Tensor, mix: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """(B, 1, 28, 28) -> projected map (B, teacher_channels, 7, 7)."""
+        h = self.stage1(x)
+        if mix is not None:
+            h = mix_distribution(h, *mix)
+        return self.proj(self.stage3(self.stage2(h)))
+
+    def forward(self, x: torch.Tensor, mix: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        return self.head(self.features(x, mix).flatten(1))

@@ -289,6 +289,176 @@ def fmnist_mae_vit_ft(seed: int = 0, epochs: int = 3) -> tuple[torch.nn.Module, 
                  "train_seconds": round(hist.seconds, 1)}
 
 
+# ----------------------------------------------------------------------------- notebook 01c / 01d teachers
+
+
+def fmnist_vit(seed: int = 0, epochs: int = 15) -> tuple[torch.nn.Module, dict]:
+    """``small_vit()`` (d 64, 4 blocks, 4 heads, MLP 64 -> 256 -> 64, 0.2M params) on Fashion-MNIST train
+    (55k), shift+flip, AdamW 1e-3 cosine, weight decay 0.05, batch 128; best validation epoch kept.
+    The dense ViT that ACM converts (01c) and Hybrid Distill's supervised teacher."""
+    from cookbook.models.vision import small_vit
+
+    torch.manual_seed(seed)
+    model = small_vit()
+    return _fit_fmnist_vit(model, seed, epochs)
+
+
+def _fit_fmnist_vit(model: torch.nn.Module, seed: int, epochs: int) -> tuple[torch.nn.Module, dict]:
+    from cookbook.data import load_fashion_mnist, normalize_images
+
+    (X, y), (Xv, yv), (Xt, yt) = (load_fashion_mnist(s) for s in ("train", "val", "test"))
+    X, Xv, Xt = (normalize_images(a) for a in (X, Xv, Xt))
+    gen = torch.Generator().manual_seed(seed + 1)
+
+    def loss_fn(m, xb, yb):
+        return F.cross_entropy(m(random_shift_flip(xb, generator=gen)), yb)
+
+    hist = fit(model, loss_fn, (X, y), epochs=epochs, lr=1e-3, weight_decay=0.05, batch_size=128, seed=seed,
+               eval_fn=lambda m: {"val_acc": evaluate(m, Xv, yv)}, keep_best="val_acc", progress=True, desc="fmnist-vit")
+    return model, {"test_acc": round(evaluate(model, Xt, yt), 4), "val_acc": round(hist.final("val_acc"), 4),
+                   "best_epoch": hist.best_epoch, "epochs": epochs, "train_seconds": round(hist.seconds, 1)}
+
+
+def fmnist_mim_vit(seed: int = 0, epochs: int = 30, mask_ratio: float = 0.75) -> tuple[torch.nn.Module, dict]:
+    """MAE pre-training (He et al., 2022) of ``small_vit()`` on the 55k Fashion-MNIST training IMAGES, no
+    labels: 75% of the 16 patches masked, normalised-pixel loss on the masked ones, a 1-block decoder
+    (d 32), AdamW 1.5e-3 cosine, weight decay 0.05, batch 256, shift+flip. The encoder is kept. Its card
+    reports a linear probe (logistic regression on the mean patch token, 5k train / test images) only
+    to show the features are not random; the probe's labels never reach the weights."""
+    from sklearn.linear_model import LogisticRegression
+
+    from cookbook.data import load_fashion_mnist, normalize_images
+    from cookbook.losses.features import masked_reconstruction_loss
+    from cookbook.models.vision import (
+        MaskedAutoencoder,
+        patchify,
+        random_keep,
+        small_vit,
+        vit_forward_tokens,
+    )
+
+    torch.manual_seed(seed)
+    (X, y), (Xt, yt) = (load_fashion_mnist(s) for s in ("train", "test"))
+    X, Xt = normalize_images(X), normalize_images(Xt)
+    mae = MaskedAutoencoder(small_vit(), decoder_dim=32)
+    gen = torch.Generator().manual_seed(seed + 1)
+
+    def loss_fn(m, xb):
+        xb = random_shift_flip(xb, generator=gen)
+        keep = random_keep(len(xb), 16, mask_ratio, generator=gen)
+        pred, _ = m(xb, keep)
+        return masked_reconstruction_loss(pred, patchify(xb, 7), keep)
+
+    hist = fit(mae, loss_fn, (X,), epochs=epochs, lr=1.5e-3, weight_decay=0.05, batch_size=256, seed=seed,
+               progress=True, desc="fmnist-mim-vit")
+    vit = mae.vit.eval()
+
+    def feats(images):
+        with torch.no_grad():
+            return torch.cat([vit_forward_tokens(vit, xb)[0][:, 1:].mean(1) for xb in images.split(1024)]).numpy()
+
+    probe = LogisticRegression(max_iter=2000).fit(feats(X[:5000]), y[:5000].numpy())
+    probe_acc = float((probe.predict(feats(Xt)) == yt.numpy()).mean())
+    return vit, {"linear_probe_acc": round(probe_acc, 4), "final_loss": round(hist.train_loss[-1], 4),
+                 "epochs": epochs, "mask_ratio": mask_ratio, "train_seconds": round(hist.seconds, 1)}
+
+
+NONTOPS = [1, 5, 7, 8, 9]   # the garment source's classes; notebook 01d's target is the other five (the tops)
+
+
+def _source_data(task: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """(train images, labels, test images, labels, classes) of one P29 source task (uint8 images)."""
+    from cookbook.data import load_fashion_mnist, load_mnist10k, load_sklearn_digits
+
+    if task == "fmnist-nontops":          # trouser, sandal, sneaker, bag, ankle boot -> 0..4
+        (X, y), (Xt, yt) = load_fashion_mnist("train"), load_fashion_mnist("test")
+        classes = torch.tensor(NONTOPS)
+        keep, keep_t = torch.isin(y, classes), torch.isin(yt, classes)
+        return (X[keep], torch.searchsorted(classes, y[keep]), Xt[keep_t], torch.searchsorted(classes, yt[keep_t]), 5)
+    if task in ("mnist10k", "mnist-parity"):
+        (X, y), (Xt, yt) = load_mnist10k("train"), load_mnist10k("test")
+        return (X, y, Xt, yt, 10) if task == "mnist10k" else (X, y % 2, Xt, yt % 2, 2)
+    if task == "sklearn-digits":
+        (X, y), (Xt, yt) = load_sklearn_digits("train"), load_sklearn_digits("test")
+        return X, y, Xt, yt, 10
+    raise ValueError(f"unknown source task {task!r}")
+
+
+def p29_source(seed: int = 0, *, task: str, epochs: int) -> tuple[torch.nn.Module, dict]:
+    """SmallCNN(width=16) trained on one P29 source task (``_source_data``), random shifts (no flips:
+    digits must not be mirrored), AdamW 3e-3 cosine, weight decay 5e-4, batch 128, last epoch kept.
+    A source model of notebook 01d: its pooled stage-3 features (64-d) are what the target distils."""
+    from cookbook.data import normalize_images
+    from cookbook.data.augment import random_shift
+
+    torch.manual_seed(seed)
+    X, y, Xt, yt, classes = _source_data(task)
+    stats = "fashion-mnist" if task.startswith("fmnist") else "mnist10k"
+    X, Xt = normalize_images(X, stats), normalize_images(Xt, stats)
+    model = SmallCNN(width=16, num_classes=classes)
+    gen = torch.Generator().manual_seed(seed + 1)
+    hist = fit(model, lambda m, xb, yb: F.cross_entropy(m(random_shift(xb, generator=gen)), yb), (X, y),
+               epochs=epochs, lr=3e-3, weight_decay=5e-4, batch_size=128, seed=seed, progress=True, desc=f"source {task}")
+    return model, {"test_acc": round(evaluate(model, Xt, yt), 4), "train_images": len(X), "classes": classes,
+                   "epochs": epochs, "train_seconds": round(hist.seconds, 1)}
+
+
+SCENE_TRAIN = 6000      # composed scenes the segmentation teachers train on (cookbook.data.scenes)
+
+
+def scenes_unet(seed: int = 0, *, label_assist: bool, epochs: int = 8) -> tuple[torch.nn.Module, dict]:
+    """TinyUNet(width=16) on 6,000 composed scenes (``load_scenes("train")``), AdamW 3e-3 cosine,
+    weight decay 1e-4, batch 64, last epoch kept.
+
+    ``label_assist=False``: the plain teacher (image in, cross-entropy). ``label_assist=True``: LAD's
+    teacher (arXiv 2407.13254): a second input channel carries the mask with every class replaced by
+    a random N(0, 1) code per image plus N(0, 0.03) noise, times 100 (official values); two such
+    encodings per batch, ``dual_path_loss`` (CE on both + 5 x symmetric CWD at T = 4). Its card
+    reports test mIoU with the label channel (fixed codes, noise 0.02: the distillation setting) and
+    with a zero channel (the teacher without its label)."""
+    from cookbook.data.scenes import load_scenes, normalize_scenes
+    from cookbook.losses.segmentation import dual_path_loss
+    from cookbook.metrics import mean_iou
+    from cookbook.models.segmentation import TinyUNet, label_assist_channel
+
+    torch.manual_seed(seed)
+    (X, M), (Xt, Mt) = load_scenes("train", SCENE_TRAIN), load_scenes("test")
+    X, Xt = normalize_scenes(X), normalize_scenes(Xt)
+    model = TinyUNet(width=16, in_channels=2 if label_assist else 1)
+    gen = torch.Generator().manual_seed(seed + 1)
+
+    def loss_fn(m, xb, mb):
+        if not label_assist:
+            return F.cross_entropy(m(xb), mb)
+        za = m(torch.cat([xb, label_assist_channel(mb, generator=gen)], 1))
+        zb = m(torch.cat([xb, label_assist_channel(mb, generator=gen)], 1))
+        return dual_path_loss(za, zb, mb)
+
+    hist = fit(model, loss_fn, (X, M), epochs=epochs, lr=3e-3, weight_decay=1e-4, batch_size=64, seed=seed,
+               progress=True, desc="scenes-unet" + ("-lad" if label_assist else ""))
+
+    def miou(codes):
+        inputs = Xt if codes is None else torch.cat([Xt, label_assist_channel(Mt, codes=codes, noise=0.02, generator=gen)], 1)
+        return round(mean_iou(predict(model, inputs, batch_size=256).argmax(1), Mt, 21), 4)
+
+    metrics = {"test_miou": miou("fixed") if label_assist else miou(None)}
+    if label_assist:
+        metrics["test_miou_zero_label"] = miou("zero")
+    return model, {**metrics, "train_scenes": SCENE_TRAIN, "epochs": epochs, "train_seconds": round(hist.seconds, 1)}
+
+
+def _small_vit() -> torch.nn.Module:
+    from cookbook.models.vision import small_vit
+
+    return small_vit()
+
+
+def _tiny_unet(in_channels: int) -> torch.nn.Module:
+    from cookbook.models.segmentation import TinyUNet
+
+    return TinyUNet(width=16, in_channels=in_channels)
+
+
 def _load_committed(name: str) -> torch.nn.Module:
     """A committed teacher of ``SPECS``, sha256-checked and frozen (what ``registry.load`` does; the
     registry imports this module, so a recipe that needs another teacher reads it here)."""
@@ -447,6 +617,76 @@ SPECS: dict[str, TeacherSpec] = {spec.name: spec for spec in (
         description="fmnist-mae-vit fine-tuned on all 55,000 Fashion-MNIST training labels (3 epochs AdamW); "
                     "DMAE's fine-tuned teacher (notebook 01b)",
         labels="all 55,000 Fashion-MNIST training labels (fine-tuning; the pre-training saw none)",
+    ),
+    TeacherSpec(
+        name="fmnist-vit",
+        architecture=lambda: _small_vit(),
+        recipe=fmnist_vit,
+        metric="test_acc",
+        description="small_vit() (d 64, 4 blocks, MLP 256), 0.2M params, Fashion-MNIST 55k, shift+flip, 15 epochs AdamW; "
+                    "the dense ViT of ACM and Hybrid Distill's supervised teacher (notebook 01c)",
+        labels="all 55,000 Fashion-MNIST training labels",
+    ),
+    TeacherSpec(
+        name="fmnist-mim-vit",
+        architecture=lambda: _small_vit(),
+        recipe=fmnist_mim_vit,
+        metric="linear_probe_acc",
+        description="small_vit() encoder pre-trained as a masked autoencoder (75% masking, 30 epochs) on the 55k "
+                    "Fashion-MNIST training images; Hybrid Distill's MIM teacher (notebook 01c)",
+        labels="no labels (self-supervised MAE on the 55,000 training images; 5,000 labels fit only the card's linear probe)",
+    ),
+    TeacherSpec(
+        name="src-fmnist-nontops",
+        architecture=lambda: SmallCNN(width=16, num_classes=5),
+        recipe=functools.partial(p29_source, task="fmnist-nontops", epochs=4),
+        metric="test_acc",
+        description="SmallCNN(width=16) on Fashion-MNIST classes 1, 5, 7, 8, 9 only (trouser, sandal, sneaker, bag, "
+                    "ankle boot); a P29 source model (notebook 01d)",
+        labels="the Fashion-MNIST training labels of classes 1, 5, 7, 8, 9; none of the tops (0, 2, 3, 4, 6)",
+    ),
+    TeacherSpec(
+        name="src-mnist10k",
+        architecture=lambda: SmallCNN(width=16, num_classes=10),
+        recipe=functools.partial(p29_source, task="mnist10k", epochs=6),
+        metric="test_acc",
+        description="SmallCNN(width=16) on the MNIST 10k 'train' digits; a P29 source model (notebook 01d)",
+        labels="the 7,996 MNIST 10k 'train' digit labels; no Fashion-MNIST label",
+    ),
+    TeacherSpec(
+        name="src-sklearn-digits",
+        architecture=lambda: SmallCNN(width=16, num_classes=10),
+        recipe=functools.partial(p29_source, task="sklearn-digits", epochs=20),
+        metric="test_acc",
+        description="SmallCNN(width=16) on scikit-learn's 8 x 8 digits upsampled to 28 x 28; a P29 source model (notebook 01d)",
+        labels="the 1,433 scikit-learn digits 'train' labels; no Fashion-MNIST label",
+    ),
+    TeacherSpec(
+        name="src-mnist-parity",
+        architecture=lambda: SmallCNN(width=16, num_classes=2),
+        recipe=functools.partial(p29_source, task="mnist-parity", epochs=4),
+        metric="test_acc",
+        description="SmallCNN(width=16) on MNIST 10k 'train', even vs odd digit; a P29 source model (notebook 01d)",
+        labels="the parity (even / odd) of the 7,996 MNIST 10k 'train' digits; no Fashion-MNIST label",
+    ),
+    TeacherSpec(
+        name="scenes-unet",
+        architecture=lambda: _tiny_unet(1),
+        recipe=functools.partial(scenes_unet, label_assist=False),
+        metric="test_miou",
+        description="TinyUNet(width=16), 0.12M params, on 6,000 composed garment + digit scenes, 8 epochs; "
+                    "LAD's baseline teacher without the label input (notebook 01d)",
+        labels="the per-pixel masks of the 6,000 composed training scenes (built from Fashion-MNIST train and MNIST 10k train labels)",
+    ),
+    TeacherSpec(
+        name="scenes-unet-lad",
+        architecture=lambda: _tiny_unet(2),
+        recipe=functools.partial(scenes_unet, label_assist=True),
+        metric="test_miou",
+        description="TinyUNet(width=16) with a second input channel for the noisy encoded mask, dual-path consistency "
+                    "training (LAD, arXiv 2407.13254) on the same 6,000 scenes, 8 epochs (notebook 01d)",
+        labels="the per-pixel masks of the 6,000 composed training scenes, also as an input channel (noised, class codes "
+               "randomised per image)",
     ),
     TeacherSpec(
         name="fmnist-diffusion",
