@@ -17,6 +17,7 @@ from cookbook.methods.speculative import (
     greedy_verify,
     rejection_verify,
     speculative_generate,
+    teacher_forced_acceptance,
 )
 from cookbook.metrics import acceptance_stats, expected_accepted_length
 from cookbook.models.lm import continue_ids, tiny_llama
@@ -250,3 +251,34 @@ def test_tvd_bad_input():
     with pytest.raises(ValueError, match="every token is masked"):
         tvd_loss(torch.zeros(2, 3), torch.zeros(2, 3), mask=torch.zeros(2, dtype=torch.bool))
 
+
+
+def test_teacher_forced_acceptance_matches_decoding(pair):
+    target, draft = pair
+    prompts = torch.stack([PROMPT, PROMPT.flip(0)])
+    out = teacher_forced_acceptance(target, {"d": draft, "self": target}, prompts, 12, gamma=3,
+                                    generator=torch.Generator().manual_seed(0), batch_size=1)
+    traces = [speculative_generate(target, ModelDrafter(draft), row, 12, gamma=3) for row in prompts]
+    want = acceptance_stats(sum((t.accepted for t in traces), []), sum((t.drafted for t in traces), []))
+    assert out["d"]["greedy"] == want
+    assert out["self"]["alpha"] == pytest.approx(1.0) and out["self"]["greedy"]["acceptance_rate"] == 1.0
+    assert 0 < out["d"]["alpha"] < 1
+    with pytest.raises(ValueError, match="drafts is empty"):
+        teacher_forced_acceptance(target, {}, prompts, 4, gamma=2)
+
+
+def test_exercise_checks_accept_the_references_and_reject_a_wrong_answer():
+    from cookbook.exercises import speculative as ex
+
+    assert ex.check_residual(lambda p, q: (p - q).clamp_min(0) / (p - q).clamp_min(0).sum().clamp_min(1e-30)
+                             if (p - q).clamp_min(0).sum() > 0 else p) is True
+    assert ex.check_residual(lambda p, q: p) is False
+    assert ex.check_acceptance_metrics(lambda a, d: (sum(a) / sum(d), sum(a) / len(a), sum(a) / len(a) + 1)) is True
+    assert ex.check_acceptance_metrics(lambda a, d: (sum(a) / sum(d), sum(a) / len(a), sum(a) / len(a))) is False
+    assert ex.check_greedy_trace(greedy_trace) is True
+    assert ex.check_greedy_trace(lambda m, g: [0] * len(m)) is False
+
+    def stub(*args):
+        raise NotImplementedError
+
+    assert ex.check_greedy_trace(stub) is None

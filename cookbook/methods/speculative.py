@@ -293,3 +293,50 @@ def drafted_of(accepted: list[int], n_tokens: int, gamma: int) -> list[int]:
         out.append(min(gamma, n_tokens - pos - 1))
         pos += a + 1
     return out
+
+
+@torch.no_grad()
+def teacher_forced_acceptance(target: nn.Module, drafts: dict, prompts: Tensor, n_new: int, *, gamma: int,
+                              temperature: float = 1.0, generator: torch.Generator | None = None,
+                              batch_size: int = 8) -> dict[str, dict]:
+    r"""Acceptance of several draft models from one set of target continuations, without decoding.
+
+    - **greedy**: the target's greedy continuation y of each prompt (B, L0) is decoded once; each
+      draft reads prompt + y in one forward, and :func:`greedy_trace` turns its argmax matches into
+      the exact trace greedy speculative decoding would produce -> ``acceptance_stats`` fields.
+    - **sampled**: the target *samples* a continuation at ``temperature``; per generated position
+      the draft's token would be accepted with probability $\beta = \sum_v \min(p_v, q_v)$
+      (Leviathan et al. 2023, Def. 3.1). Returns its mean ``alpha`` (the per-token acceptance rate
+      of speculative sampling, DistillSpec's metric) over every position.
+    Returns {name: {"greedy": acceptance_stats dict, "alpha": float}}.
+    """
+    from cookbook.metrics import acceptance_stats
+    from cookbook.models.lm import continue_ids
+
+    check_tensor("prompts", prompts, ndim=2)
+    check_int("n_new", n_new, 1)
+    check_int("gamma", gamma, 0)
+    check_temperature(temperature)
+    if not drafts:
+        raise ValueError("drafts is empty: give {name: model}")
+    start = prompts.shape[1]
+    accepted = {k: [] for k in drafts}
+    drafted = {k: [] for k in drafts}
+    beta_sum, count = dict.fromkeys(drafts, 0.0), 0
+    for s in range(0, len(prompts), batch_size):
+        rows = prompts[s:s + batch_size]
+        greedy = continue_ids(target, rows, n_new)                                     # (b, L0 + n)
+        sampled = continue_ids(target, rows, n_new, greedy=False, temperature=temperature, generator=generator)
+        p = (target(sampled).logits[:, start - 1:-1].float() / temperature).softmax(-1)  # (b, n, V)
+        count += p.shape[0] * p.shape[1]
+        for name, draft in drafts.items():
+            draft.eval()
+            matches = draft(greedy).logits[:, start - 1:-1].argmax(-1) == greedy[:, start:]   # (b, n)
+            for row in matches:
+                trace = greedy_trace(row, gamma)
+                accepted[name] += trace
+                drafted[name] += drafted_of(trace, n_new, gamma)
+            q = (draft(sampled).logits[:, start - 1:-1].float() / temperature).softmax(-1)
+            beta_sum[name] += torch.minimum(p, q).sum(-1).sum().item()
+    return {k: {"greedy": acceptance_stats(accepted[k], drafted[k]), "alpha": beta_sum[k] / count}
+            for k in drafts}
