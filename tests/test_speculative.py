@@ -12,6 +12,7 @@ from cookbook.losses.speculative import tvd_loss
 from cookbook.methods.speculative import (
     ModelDrafter,
     PromptLookupDrafter,
+    TokenRecyclingDrafter,
     drafted_of,
     greedy_trace,
     greedy_verify,
@@ -282,3 +283,36 @@ def test_exercise_checks_accept_the_references_and_reject_a_wrong_answer():
         raise NotImplementedError
 
     assert ex.check_greedy_trace(stub) is None
+
+    def update(matrix, tokens, logits):
+        for i, t in enumerate(tokens.tolist()):
+            matrix[t] = logits[i].topk(matrix.shape[1]).indices
+        return matrix
+
+    assert ex.check_recycling_update(update) is True
+    assert ex.check_recycling_update(lambda m, t, lg: m) is False
+
+
+def test_token_recycling_matrix_update_and_chain():
+    tr = TokenRecyclingDrafter(6, k=2)
+    logits = torch.tensor([[0.0, 5, 1, 0, 0, 0], [0, 0, 0, 4, 0, 3], [9, 0, 0, 0, 0, 8]])
+    tr.observe(torch.tensor([2, 1, 3]), logits)
+    assert tr.matrix[2].tolist() == [1, 2] and tr.matrix[1].tolist() == [3, 5] and tr.matrix[3].tolist() == [0, 5]
+    assert tr.matrix[0].tolist() == [-1, -1]                                       # never fed: empty
+    assert tr.propose(torch.tensor([4, 2]), 5, greedy=True, temperature=1.0, generator=None)[0].tolist() == [1, 3, 0]
+    tr.observe(torch.tensor([2]), torch.tensor([[0.0, 0, 0, 0, 7, 6]]))           # replaced, not merged
+    assert tr.matrix[2].tolist() == [4, 5]
+    tr.clear()
+    assert (tr.matrix == -1).all()
+    with pytest.raises(ValueError, match="one row of target logits per fed token"):
+        tr.observe(torch.tensor([1, 2]), logits)
+
+
+def test_token_recycling_is_lossless_and_learns_with_a_hot_start(pair):
+    target, _ = pair
+    tr = TokenRecyclingDrafter(V, k=4)
+    want = continue_ids(target, PROMPT[None], 24)[0, len(PROMPT):]
+    first = speculative_generate(target, tr, PROMPT, 24, gamma=4)
+    again = speculative_generate(target, tr, PROMPT, 24, gamma=4)                # the matrix carried over
+    assert torch.equal(first.tokens, want) and torch.equal(again.tokens, want)
+    assert sum(again.accepted) > sum(first.accepted)

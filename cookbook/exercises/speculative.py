@@ -1,5 +1,5 @@
 """Exercise checks of notebook 06a (the rejection rule's residual, acceptance metrics from a trace,
-the greedy trace from teacher forcing)."""
+the greedy trace from teacher forcing, Token Recycling's matrix update)."""
 
 from __future__ import annotations
 
@@ -51,4 +51,23 @@ def check_greedy_trace(fn: Callable) -> bool | None:
     return check("greedy_trace", lambda m, g: as_tensor(fn(m, g)), lambda m, g: as_tensor(greedy_trace(m, g)), cases)
 
 
-__all__ = ["check_acceptance_metrics", "check_greedy_trace", "check_residual"]
+def check_recycling_update(fn: Callable) -> bool | None:
+    """Exercise: ``fn(matrix, tokens, target_logits)`` -> Token Recycling's adjacency matrix after one
+    target call: the row of each fed token (n,) replaced by the top-k (k = matrix.shape[1]) of its
+    target logits (n, V), best first; a token fed twice keeps its later position's candidates."""
+    from cookbook.methods.speculative import TokenRecyclingDrafter
+
+    def reference(matrix, tokens, logits):
+        tr = TokenRecyclingDrafter(matrix.shape[0], k=matrix.shape[1])
+        tr.matrix = matrix.clone().to(torch.int32)
+        tr.observe(tokens, logits)
+        return tr.matrix
+
+    g = torch.Generator().manual_seed(31)
+    cases = [(torch.full((7, 2), -1), torch.tensor([3, 1, 5]), torch.randn(3, 7, generator=g)),
+             (torch.randint(7, (7, 3), generator=g), torch.tensor([2, 4, 2]), torch.randn(3, 7, generator=g)),  # 2 twice
+             (torch.full((5, 1), -1), torch.tensor([0]), torch.randn(1, 5, generator=g))]
+    return check("recycling_update", lambda m, t, lg: fn(m.clone(), t, lg), reference, cases)
+
+
+__all__ = ["check_acceptance_metrics", "check_greedy_trace", "check_recycling_update", "check_residual"]

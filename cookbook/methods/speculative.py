@@ -12,10 +12,11 @@ drafts and adds one token of its own, so every target call yields between 1 and 
   $\mathrm{norm}(\max(0, p_i - q_i))$; if all $\gamma$ are kept, emit the *bonus* token from
   $p_{\gamma+1}$. Every emitted token is distributed exactly as the target's sample would be.
 
-Drafters: :class:`ModelDrafter` (a small LM with its own KV cache) and
-:class:`PromptLookupDrafter` (copy the tokens that followed the last n-gram's earlier occurrence:
-"prompt lookup decoding", Saxena 2023, the ``prompt_lookup_num_tokens`` of transformers). A
-deterministic drafter has $q = $ one-hot, for which the rule above is still exact.
+Drafters: :class:`ModelDrafter` (a small LM with its own KV cache), :class:`PromptLookupDrafter`
+(copy the tokens that followed the last n-gram's earlier occurrence: "prompt lookup decoding",
+Saxena 2023, the ``prompt_lookup_num_tokens`` of transformers) and :class:`TokenRecyclingDrafter`
+(the target's own past top-k candidates, in an adjacency matrix; it ``observe``s every target
+call). A deterministic drafter has $q = $ one-hot, for which the rule above is still exact.
 
 The loop keeps both KV caches and rolls them back (``DynamicCache.crop``) after a rejection, so a
 call costs one target forward of $\gamma + 1$ new positions. It decodes one sequence (batch 1),
@@ -197,6 +198,55 @@ class PromptLookupDrafter:
         pass
 
 
+class TokenRecyclingDrafter:
+    r"""Token Recycling (Luo et al., ACL 2025, arXiv 2408.08696): draft from the target's own
+    discarded candidates, stored in an adjacency matrix.
+
+    $M \in \mathbb{Z}^{V \times k}$ holds, for every token $x$, the top-$k$ next tokens the target
+    predicted the last time $x$ was one of its inputs: after every target call, each fed token's row
+    is *replaced* by the target's top-$k$ at that position (``observe``; the prompt's positions
+    included). The matrix persists across prompts ("hot start"; ``clear`` for a cold start),
+    k = 8 and < 2 MB as in the paper (int32: 49,152 x 8 x 4 bytes = 1.6 MB). Drafting: the paper
+    expands a static 80-node tree from $M$ by BFS and verifies it with tree attention; here the
+    draft is the tree's first branch, the chain $x \to M[x, 0] \to M[M[x, 0], 0] \dots$ (an
+    empty row ends it), verified by the same loop as every other drafter.
+    """
+
+    def __init__(self, vocab_size: int, k: int = 8):
+        check_int("vocab_size", vocab_size, 1)
+        check_int("k", k, 1)
+        self.k, self.matrix = k, torch.full((vocab_size, k), -1, dtype=torch.int32)
+
+    def reset(self) -> None:
+        pass                                       # hot start: the matrix carries over to the next prompt
+
+    def clear(self) -> None:
+        self.matrix.fill_(-1)
+
+    def observe(self, tokens: Tensor, target_logits: Tensor) -> None:
+        """Replace the rows of the fed ``tokens`` (n,) by the target's top-k at their positions (n, V);
+        a token fed twice keeps its later position's candidates."""
+        check_tensor("tokens", tokens, ndim=1)
+        if target_logits.shape[0] != len(tokens):
+            raise ValueError(f"one row of target logits per fed token: {target_logits.shape[0]} vs {len(tokens)}")
+        top = target_logits.topk(self.k, dim=-1).indices.to(torch.int32)              # (n, k)
+        for i, token in enumerate(tokens.tolist()):                                     # in order: later wins
+            self.matrix[token] = top[i]
+
+    def propose(self, ids: Tensor, gamma: int, *, greedy: bool, temperature: float,
+                generator) -> tuple[Tensor, None]:
+        out, x = [], int(ids[-1])
+        for _ in range(gamma):
+            x = int(self.matrix[x, 0])
+            if x < 0:
+                break
+            out.append(x)
+        return ids.new_tensor(out), None
+
+    def rollback(self, length: int) -> None:
+        pass
+
+
 # ----------------------------------------------------------------------------- the decoding loop
 
 
@@ -248,7 +298,12 @@ def speculative_generate(target: nn.Module, drafter, prompt: Tensor, max_new_tok
         drafts, q = ids[:0], None
         if drafter is not None and budget > 0:
             drafts, q = drafter.propose(ids, budget, greedy=greedy, temperature=temperature, generator=generator)
-        logits = tgt.logits(torch.cat([ids, drafts]))[-(len(drafts) + 1):]       # (g + 1, V)
+        seq = torch.cat([ids, drafts])
+        fed = seq[len(tgt):]                                                           # positions fed now
+        all_logits = tgt.logits(seq)                                                   # (len(fed), V)
+        if hasattr(drafter, "observe"):
+            drafter.observe(fed, all_logits)
+        logits = all_logits[-(len(drafts) + 1):]                                       # (g + 1, V)
         if greedy:
             n, nxt = greedy_verify(drafts, logits)
         else:
