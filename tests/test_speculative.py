@@ -13,10 +13,13 @@ from cookbook.methods.speculative import (
     ModelDrafter,
     PromptLookupDrafter,
     TokenRecyclingDrafter,
+    TokenRouter,
     drafted_of,
     greedy_trace,
     greedy_verify,
     rejection_verify,
+    routed_generate,
+    router_features,
     speculative_generate,
     teacher_forced_acceptance,
 )
@@ -316,3 +319,25 @@ def test_token_recycling_is_lossless_and_learns_with_a_hot_start(pair):
     again = speculative_generate(target, tr, PROMPT, 24, gamma=4)                # the matrix carried over
     assert torch.equal(first.tokens, want) and torch.equal(again.tokens, want)
     assert sum(again.accepted) > sum(first.accepted)
+
+
+def test_routing_endpoints_are_the_two_models_greedy_outputs(pair):
+    target, draft = pair
+    big = routed_generate(target, draft, lambda f: True, PROMPT, 15)
+    small = routed_generate(target, draft, lambda f: False, PROMPT, 15)
+    assert torch.equal(big.tokens, continue_ids(target, PROMPT[None], 15)[0, len(PROMPT):]) and big.call_rate == 1.0
+    assert torch.equal(small.tokens, continue_ids(draft, PROMPT[None], 15)[0, len(PROMPT):]) and small.call_rate == 0.0
+    every_other = iter([True, False] * 10)
+    mixed = routed_generate(target, draft, lambda f: next(every_other), PROMPT, 10)
+    assert mixed.routed == [True, False] * 5
+
+
+def test_router_features_and_router():
+    logits, hidden = torch.tensor([[0.0, 0.0], [10.0, -10.0]]), torch.zeros(2, 3)
+    f = router_features(logits, hidden)
+    assert f.shape == (2, 5)
+    assert f[0, 3].item() == pytest.approx(0.5) and f[0, 4].item() == pytest.approx(math.log(2))
+    assert f[1, 3].item() == pytest.approx(1.0, abs=1e-6) and f[1, 4].item() == pytest.approx(0.0, abs=1e-6)
+    assert TokenRouter(5)(f).shape == (2,)
+    with pytest.raises(ValueError, match="one hidden state per logits row"):
+        router_features(logits, torch.zeros(3, 3))

@@ -395,3 +395,69 @@ def teacher_forced_acceptance(target: nn.Module, drafts: dict, prompts: Tensor, 
             beta_sum[name] += torch.minimum(p, q).sum(-1).sum().item()
     return {k: {"greedy": acceptance_stats(accepted[k], drafted[k]), "alpha": beta_sum[k] / count}
             for k in drafts}
+
+
+# ----------------------------------------------------------------------------- token routing (R2R)
+
+
+def router_features(draft_logits: Tensor, draft_hidden: Tensor) -> Tensor:
+    """What R2R's router reads at each position: the small model's last hidden state, its top-1
+    probability and its entropy (the paper also feeds the top-k logits and the token embedding).
+    draft_logits (N, V), draft_hidden (N, H) -> (N, H + 2)."""
+    check_tensor("draft_logits", draft_logits, ndim=2)
+    check_tensor("draft_hidden", draft_hidden, ndim=2)
+    if len(draft_logits) != len(draft_hidden):
+        raise ValueError(f"one hidden state per logits row: {len(draft_hidden)} vs {len(draft_logits)}")
+    logp = draft_logits.float().log_softmax(-1)
+    entropy = -(logp.exp() * logp).sum(-1, keepdim=True)                           # (N, 1)
+    return torch.cat([draft_hidden.float(), logp.max(-1, keepdim=True).values.exp(), entropy], dim=-1)
+
+
+class TokenRouter(nn.Module):
+    r"""R2R's router (Fu et al., 2025, arXiv 2505.21600): a small feed-forward net on the small model's
+    features (:func:`router_features`) -> the logit of "this token diverges, call the large model".
+    Trained with class-weighted binary cross-entropy on labels from the small/large pair."""
+
+    def __init__(self, n_features: int, width: int = 64):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(n_features, width), nn.GELU(), nn.Linear(width, 1))
+
+    def forward(self, features: Tensor) -> Tensor:
+        return self.net(features).squeeze(-1)                                          # (N,)
+
+
+@dataclass
+class RouteTrace:
+    """A routed decoding: the new tokens and, per token, whether the large model produced it."""
+
+    tokens: Tensor
+    routed: list[bool] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def call_rate(self) -> float:
+        return sum(self.routed) / max(1, len(self.routed))
+
+
+@torch.no_grad()
+def routed_generate(target: nn.Module, draft: nn.Module, route, prompt: Tensor, max_new_tokens: int) -> RouteTrace:
+    """Greedy small-large token routing (R2R): the draft writes every token unless
+    ``route(features (1, H + 2)) -> bool`` sends it to the target, which then reads every token it
+    has not seen (one forward) and writes this one. Not lossless: the output follows the target only
+    where the router calls it. ``route = lambda f: True`` is the target's greedy decoding,
+    ``lambda f: False`` the draft's."""
+    prompt = _check_decode(prompt, max_new_tokens, 0, 1.0)
+    start = time.perf_counter()
+    tgt, small, ids, trace = _Cached(target.eval()), draft.eval(), prompt.clone(), RouteTrace(prompt[:0])
+    cache = None
+    for _ in range(max_new_tokens):
+        new = ids if cache is None else ids[-1:]
+        out = small(new[None], use_cache=True, output_hidden_states=True, **({} if cache is None else {"cache": cache}))
+        cache = _cache(out)
+        logits = out.logits[0, -1:].float()                                              # (1, V)
+        call = bool(route(router_features(logits, out.hidden_states[-1][0, -1:])))
+        nxt = int(tgt.logits(ids)[-1].argmax()) if call else int(logits.argmax())
+        ids = torch.cat([ids, ids.new_tensor([nxt])])
+        trace.routed.append(call)
+    trace.tokens, trace.seconds = ids[len(prompt):], time.perf_counter() - start
+    return trace
