@@ -11,7 +11,6 @@ conventions as ``cookbook.losses.llm`` (``student_logits`` (N, V); dense teacher
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 from torch import Tensor
 
 from cookbook.checks import check_reduction, check_temperature
@@ -19,10 +18,9 @@ from cookbook.losses.llm import (
     REDUCTIONS,
     TopKTeacher,
     check_logits,
-    check_topk,
+    pair_logprobs,
     reduce_tokens,
     token_mask,
-    topk_bins,
 )
 
 
@@ -44,15 +42,6 @@ def tvd_loss(student_logits: Tensor, teacher_logits: Tensor | TopKTeacher, *, T:
     check_reduction(reduction, REDUCTIONS)
     n, vocab = student_logits.shape
     keep = token_mask(n, mask, None, -100, student_logits.device, vocab)
-    if isinstance(teacher_logits, TopKTeacher):
-        check_topk(teacher_logits, n, vocab, T)
-        logq, logp = topk_bins(student_logits, teacher_logits, T)                  # (N, k+1)
-    else:
-        check_logits("teacher_logits", teacher_logits)
-        if teacher_logits.shape != student_logits.shape:
-            raise ValueError(f"teacher_logits {tuple(teacher_logits.shape)} and student_logits "
-                             f"{tuple(student_logits.shape)} differ: vocabularies must match")
-        logq = F.log_softmax(student_logits.float() / T, dim=-1)                  # (N, V)
-        logp = F.log_softmax(teacher_logits.float() / T, dim=-1)
+    logq, logp = pair_logprobs(student_logits, teacher_logits, T)                   # (N, V) or (N, k+1)
     per_token = 0.5 * (logp.exp() - logq.exp()).abs().sum(-1)                    # (N,)
     return reduce_tokens(per_token, keep, reduction)
