@@ -18,6 +18,9 @@ Saxena 2023, the ``prompt_lookup_num_tokens`` of transformers) and :class:`Token
 (the target's own past top-k candidates, in an adjacency matrix; it ``observe``s every target
 call). A deterministic drafter has $q = $ one-hot, for which the rule above is still exact.
 
+Not lossless, and not speculative decoding: :func:`routed_generate` (R2R, small-large token
+routing) lets the draft write every token a trained router does not send to the target.
+
 The loop keeps both KV caches and rolls them back (``DynamicCache.crop``) after a rejection, so a
 call costs one target forward of $\gamma + 1$ new positions. It decodes one sequence (batch 1),
 the setting of the speed-up numbers of the papers and of Spec-Bench. The trace it returns
