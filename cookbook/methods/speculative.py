@@ -361,7 +361,8 @@ def teacher_forced_acceptance(target: nn.Module, drafts: dict, prompts: Tensor, 
 
     - **greedy**: the target's greedy continuation y of each prompt (B, L0) is decoded once; each
       draft reads prompt + y in one forward, and :func:`greedy_trace` turns its argmax matches into
-      the exact trace greedy speculative decoding would produce -> ``acceptance_stats`` fields.
+      the exact trace greedy speculative decoding would produce -> ``acceptance_stats`` fields
+      (exact up to floating-point near-ties: the target decodes ``batch_size`` prompts at once).
     - **sampled**: the target *samples* a continuation at ``temperature``; per generated position
       the draft's token would be accepted with probability $\beta = \sum_v \min(p_v, q_v)$
       (Leviathan et al. 2023, Def. 3.1). Returns its mean ``alpha`` (the per-token acceptance rate
