@@ -8,8 +8,9 @@ import torch
 from scipy.stats import chisquare
 
 from cookbook.losses.llm import TopKTeacher
-from cookbook.losses.speculative import tvd_loss
+from cookbook.losses.speculative import feature_draft_loss, tvd_loss
 from cookbook.methods.speculative import (
+    FeatureDrafter,
     ModelDrafter,
     PromptLookupDrafter,
     TokenRecyclingDrafter,
@@ -24,6 +25,7 @@ from cookbook.methods.speculative import (
     teacher_forced_acceptance,
 )
 from cookbook.metrics import acceptance_stats, expected_accepted_length
+from cookbook.models.draft_head import FeatureDraftHead
 from cookbook.models.lm import continue_ids, tiny_llama
 
 V = 24
@@ -341,3 +343,73 @@ def test_router_features_and_router():
     assert TokenRouter(5)(f).shape == (2,)
     with pytest.raises(ValueError, match="one hidden state per logits row"):
         router_features(logits, torch.zeros(3, 3))
+
+
+# ----------------------------------------------------------------------------- feature-level heads (FSPAD)
+
+
+def _head(target, partial=True, seed=0):
+    w = target.lm_head.weight
+    return FeatureDraftHead(target.get_input_embeddings().weight, w, heads=2, intermediate=32, partial=partial, seed=seed)
+
+
+def test_feature_head_shapes_and_partial_alignment(pair):
+    target, _ = pair
+    f, ids = torch.randn(2, 5, 16), torch.randint(V, (2, 5))
+    predict, regress = _head(target)(f, ids)
+    assert predict.shape == regress.shape == (2, 5, 16) and not torch.equal(predict, regress)
+    p2, r2 = _head(target, partial=False)(f, ids)
+    assert p2 is r2                                                         # EAGLE: one output for both
+    assert _head(target).logits(predict).shape == (2, 5, V)
+    assert sum(p.numel() for p in _head(target).parameters()) > 0
+    assert not any(p is target.lm_head.weight for p in _head(target).parameters())    # frozen, not trained
+    with pytest.raises(ValueError, match="need features"):
+        _head(target)(f[:, :, :8], ids)
+    with pytest.raises(ValueError, match="must divide"):
+        FeatureDraftHead(torch.zeros(5, 6), torch.zeros(5, 6), heads=4)
+
+
+def test_feature_draft_loss_by_hand_and_gradient():
+    gen = torch.Generator().manual_seed(0)
+    pl, tl = torch.randn(4, 7, generator=gen, requires_grad=True), torch.randn(4, 7, generator=gen)
+    reg, tf = torch.randn(4, 3, generator=gen, requires_grad=True), torch.randn(4, 3, generator=gen)
+    got = feature_draft_loss(pl, reg, tf, tl, v_w=1.0, p_w=0.1)
+    d = (reg - tf).abs()
+    smooth = torch.where(d < 1, 0.5 * d ** 2, d - 0.5).mean(-1)
+    want = (smooth + 0.1 * -(tl.softmax(-1) * pl.log_softmax(-1)).sum(-1)).mean()
+    assert got.item() == pytest.approx(want.item(), rel=1e-6)
+    got.backward()
+    assert pl.grad.abs().sum() > 0 and reg.grad.abs().sum() > 0
+    masked = feature_draft_loss(pl, reg, tf, tl, mask=torch.tensor([True, False, False, False]))
+    assert masked.item() == pytest.approx((smooth + 0.1 * -(tl.softmax(-1) * pl.log_softmax(-1)).sum(-1))[0].item(), rel=1e-6)
+    with pytest.raises(ValueError, match="must match"):
+        feature_draft_loss(pl, reg, tf, tl[:, :5])
+    with pytest.raises(ValueError, match="need regress"):
+        feature_draft_loss(pl, reg[:3], tf[:3], tl)
+
+
+def test_feature_drafter_is_lossless_and_learns(pair):
+    target, _ = pair
+    want = continue_ids(target, PROMPT[None], 20)[0, len(PROMPT):]
+    head = _head(target)
+    before = speculative_generate(target, FeatureDrafter(head), PROMPT, 20, gamma=3)
+    assert torch.equal(before.tokens, want) and before.drafted[0] == 0         # nothing to draft before the prompt is read
+    # distil the head on the target's own features along its greedy path (the EAGLE / FSPAD loss)
+    ids = continue_ids(target, torch.stack([PROMPT, PROMPT.flip(0), PROMPT.roll(2)]), 25)   # (3, 32)
+    with torch.no_grad():
+        out = target(ids, output_hidden_states=True)
+    feats, logits = out.hidden_states[-1], out.logits
+    opt = torch.optim.Adam(head.parameters(), lr=3e-3)
+    for _ in range(150):
+        predict, regress = head(feats[:, :-1], ids[:, 1:])
+        loss = feature_draft_loss(head.logits(predict).flatten(0, 1), regress.flatten(0, 1),
+                                  feats[:, 1:].flatten(0, 1), logits[:, 1:].flatten(0, 1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = speculative_generate(target, FeatureDrafter(head), PROMPT, 20, gamma=3)
+    assert torch.equal(after.tokens, want)
+    assert sum(after.accepted) > sum(before.accepted)
+    sampled = speculative_generate(target, FeatureDrafter(head), PROMPT, 10, gamma=3, greedy=False,
+                                   generator=torch.Generator().manual_seed(0))
+    assert len(sampled.tokens) == 10

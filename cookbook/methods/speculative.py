@@ -16,7 +16,8 @@ Drafters: :class:`ModelDrafter` (a small LM with its own KV cache), :class:`Prom
 (copy the tokens that followed the last n-gram's earlier occurrence: "prompt lookup decoding",
 Saxena 2023, the ``prompt_lookup_num_tokens`` of transformers) and :class:`TokenRecyclingDrafter`
 (the target's own past top-k candidates, in an adjacency matrix; it ``observe``s every target
-call). A deterministic drafter has $q = $ one-hot, for which the rule above is still exact.
+call) and :class:`FeatureDrafter` (a feature-level head, EAGLE / FSPAD, reading the target's
+hidden states, also through ``observe``). A deterministic drafter has $q = $ one-hot, for which the rule above is still exact.
 
 Not lossless, and not speculative decoding: :func:`routed_generate` (R2R, small-large token
 routing) lets the draft write every token a trained router does not send to the target.
@@ -108,8 +109,8 @@ class _Cached:
     """A causal LM with a KV cache over a growing sequence: ``logits(ids)`` feeds only the
     positions not yet cached and returns their logits; ``rollback(n)`` forgets positions >= n."""
 
-    def __init__(self, model: nn.Module):
-        self.model, self.cache = model, None
+    def __init__(self, model: nn.Module, keep_hidden: bool = False):
+        self.model, self.cache, self.keep_hidden, self.hidden = model, None, keep_hidden, None
 
     def __len__(self) -> int:
         return 0 if self.cache is None else self.cache.get_seq_length()
@@ -119,8 +120,10 @@ class _Cached:
         if len(new) == 0:
             raise ValueError("every position is cached already: roll back first")
         kw = {} if self.cache is None else {"cache": self.cache}
-        out = self.model(new[None], use_cache=True, **kw)
+        out = self.model(new[None], use_cache=True, output_hidden_states=self.keep_hidden, **kw)
         self.cache = _cache(out)
+        if self.keep_hidden:
+            self.hidden = out.hidden_states[-1][0].float()                        # (n_new, H), after the final norm
         return out.logits[0].float()                                              # (n_new, V)
 
     def rollback(self, length: int) -> None:
@@ -226,9 +229,9 @@ class TokenRecyclingDrafter:
     def clear(self) -> None:
         self.matrix.fill_(-1)
 
-    def observe(self, tokens: Tensor, target_logits: Tensor) -> None:
+    def observe(self, tokens: Tensor, target_logits: Tensor, hidden: Tensor | None = None) -> None:
         """Replace the rows of the fed ``tokens`` (n,) by the target's top-k at their positions (n, V);
-        a token fed twice keeps its later position's candidates."""
+        a token fed twice keeps its later position's candidates (``hidden`` is not used)."""
         check_tensor("tokens", tokens, ndim=1)
         if target_logits.shape[0] != len(tokens):
             raise ValueError(f"one row of target logits per fed token: {target_logits.shape[0]} vs {len(tokens)}")
@@ -248,6 +251,49 @@ class TokenRecyclingDrafter:
 
     def rollback(self, length: int) -> None:
         pass
+
+
+class FeatureDrafter:
+    """Chain drafts from a feature-level head (``cookbook.models.draft_head.FeatureDraftHead``:
+    EAGLE, FSPAD) fed with the target's own last hidden states.
+
+    The loop hands it the target's features of every position it feeds (``observe``; rejected
+    positions are forgotten by ``rollback``). With n committed tokens the features f_0..f_{n-2} are
+    known (the newest token was never fed); the head reads them with tokens x_1..x_{n-1}, predicts
+    f_{n-1}, reads the draft token off the target's LM head, and continues from its own
+    ``regress`` output. The paper drafts a tree (EAGLE's); this is its first branch.
+    """
+
+    needs_hidden = True
+
+    def __init__(self, head: nn.Module):
+        self.head, self.features = head.eval(), None
+
+    def reset(self) -> None:
+        self.features = None
+
+    def observe(self, tokens: Tensor, target_logits: Tensor, hidden: Tensor | None = None) -> None:
+        if hidden is None or len(hidden) != len(tokens):
+            raise ValueError("FeatureDrafter needs the target's hidden state of every fed token")
+        self.features = hidden if self.features is None else torch.cat([self.features, hidden])
+
+    def rollback(self, length: int) -> None:
+        if self.features is not None:
+            self.features = self.features[:length]
+
+    def propose(self, ids: Tensor, gamma: int, *, greedy: bool, temperature: float,
+                generator) -> tuple[Tensor, Tensor | None]:
+        if self.features is None or len(self.features) < len(ids) - 1:
+            return ids[:0], None                         # the target has not read the prompt yet
+        feats, nxt = self.features[:len(ids) - 1], ids[1:]                              # f_0..f_{n-2}, x_1..x_{n-1}
+        tokens, probs = [], []
+        for _ in range(gamma):
+            predict, regress = self.head(feats[None], nxt[None])
+            logits = self.head.logits(predict[0, -1]).float()                             # (V,)
+            tokens.append(_pick(logits, greedy, temperature, generator))
+            probs.append(None if greedy else _probs(logits, temperature))
+            feats, nxt = torch.cat([feats, regress[0, -1:]]), torch.cat([nxt, nxt.new_tensor(tokens[-1:])])
+        return ids.new_tensor(tokens), None if greedy else torch.stack(probs)
 
 
 # ----------------------------------------------------------------------------- the decoding loop
@@ -293,7 +339,8 @@ def speculative_generate(target: nn.Module, drafter, prompt: Tensor, max_new_tok
     """
     prompt = _check_decode(prompt, max_new_tokens, gamma, temperature)
     start = time.perf_counter()
-    tgt, ids, trace = _Cached(target.eval()), prompt.clone(), DecodeTrace(prompt[:0])
+    tgt = _Cached(target.eval(), keep_hidden=getattr(drafter, "needs_hidden", False))
+    ids, trace = prompt.clone(), DecodeTrace(prompt[:0])
     if drafter is not None:
         drafter.reset()
     while len(ids) - len(prompt) < max_new_tokens:
@@ -305,7 +352,7 @@ def speculative_generate(target: nn.Module, drafter, prompt: Tensor, max_new_tok
         fed = seq[len(tgt):]                                                           # positions fed now
         all_logits = tgt.logits(seq)                                                   # (len(fed), V)
         if hasattr(drafter, "observe"):
-            drafter.observe(fed, all_logits)
+            drafter.observe(fed, all_logits, tgt.hidden)
         logits = all_logits[-(len(drafts) + 1):]                                       # (g + 1, V)
         if greedy:
             n, nxt = greedy_verify(drafts, logits)
