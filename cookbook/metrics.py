@@ -7,9 +7,11 @@ Generated code lines are scored by exact match and ROUGE-L (``torchmetrics``).
 Group fairness gaps (demographic parity, equalised odds) take hard binary predictions and a
 group id per example. Ranking metrics (MRR@k, nDCG@k, Recall@k) are computed by ``ranx``
 (Bassani, ECIR 2022), a maintained library checked against trec_eval, from a score matrix or a
-run dict; nothing is re-derived by hand here. (Acceptance-length and WER metrics join with
-their notebook families; the speech metrics of notebook 09 are at the end: mel distance,
-SI-SDR, WER and phone error rate through ``jiwer``, codebook usage.)
+run dict; nothing is re-derived by hand here. Speculative decoding is scored from its trace
+(drafts shown and kept per target call): acceptance rate and mean accepted length with and
+without the bonus token, the conventions side by side (``acceptance_stats``). The speech metrics
+of notebook 09 are at the end: mel distance, SI-SDR, WER and phone error rate through ``jiwer``,
+codebook usage. Segmentation: mean IoU; ViT attention: mean attention distance.
 """
 
 from __future__ import annotations
@@ -400,3 +402,41 @@ def precision_recall(real_feats: Tensor, fake_feats: Tensor, k: int = 3) -> tupl
         return (torch.cdist(points, centres) <= r[None]).any(1).double().mean().item()
 
     return inside(fake_feats, real_feats, radii(real_feats)), inside(real_feats, fake_feats, radii(fake_feats))
+
+
+# ----------------------------------------------------------------------------- speculative decoding
+
+
+def acceptance_stats(accepted, drafted) -> dict[str, float]:
+    r"""Acceptance metrics of a speculative-decoding trace, every convention side by side.
+
+    Per target call c: ``drafted[c]`` tokens proposed, ``accepted[c]`` of them kept (then the
+    target adds one token of its own: the "+1 bonus", also after a rejection). Returns
+    - ``acceptance_rate`` $= \sum_c a_c / \sum_c d_c$: the share of proposed tokens kept (NaN if
+      nothing was proposed);
+    - ``mean_accepted`` $= \frac1C\sum_c a_c$: drafts kept per call, *without* the bonus;
+    - ``mean_accepted_length`` $\tau = \frac1C\sum_c (a_c + 1)$: tokens per target call *with*
+      the bonus (EAGLE's and Spec-Bench's "mean accepted tokens", Leviathan's $E[\#\text{tokens}]$);
+    - ``calls`` C and ``tokens`` $\sum_c (a_c + 1)$.
+    Papers mix these (a tau of 3.2 is a mean_accepted of 2.2): say which one a number is.
+    """
+    accepted, drafted = [int(a) for a in accepted], [int(d) for d in drafted]
+    if len(accepted) != len(drafted):
+        raise ValueError(f"accepted ({len(accepted)}) and drafted ({len(drafted)}) need one entry per target call")
+    if not accepted:
+        raise ValueError("an empty trace: no target call")
+    if any(a < 0 or a > d for a, d in zip(accepted, drafted)):
+        raise ValueError("each call needs 0 <= accepted <= drafted")
+    calls, kept, shown = len(accepted), sum(accepted), sum(drafted)
+    return {"acceptance_rate": kept / shown if shown else float("nan"),
+            "mean_accepted": kept / calls,
+            "mean_accepted_length": (kept + calls) / calls,
+            "calls": calls, "tokens": kept + calls}
+
+
+def expected_accepted_length(alpha: float, gamma: int) -> float:
+    r"""Leviathan et al. (2023) Eq. 1: tokens per target call, bonus included, if each draft is
+    accepted independently with probability alpha: $(1 - \alpha^{\gamma+1}) / (1 - \alpha)$."""
+    if not 0.0 <= alpha <= 1.0 or gamma < 0:
+        raise ValueError(f"need alpha in [0, 1] and gamma >= 0, got {alpha}, {gamma}")
+    return float(gamma + 1) if alpha == 1.0 else (1 - alpha ** (gamma + 1)) / (1 - alpha)

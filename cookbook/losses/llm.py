@@ -252,6 +252,22 @@ def topk_bins(student_logits: Tensor, teacher: TopKTeacher, T: float) -> tuple[T
                            tail_empty=teacher.indices.shape[1] == a.shape[1])
 
 
+def pair_logprobs(student_logits: Tensor, teacher_logits: Tensor | TopKTeacher, T: float) -> tuple[Tensor, Tensor]:
+    """Student and teacher log-probs at T over what they can be compared on: the full vocabulary
+    for dense teacher logits (N, V) each, the k + 1 outcomes for a top-k teacher (N, k+1) each.
+    Checks the teacher against the (already checked) student logits."""
+    n, vocab = student_logits.shape
+    if isinstance(teacher_logits, TopKTeacher):
+        check_topk(teacher_logits, n, vocab, T)
+        return topk_bins(student_logits, teacher_logits, T)  # (N, k+1)
+    check_logits("teacher_logits", teacher_logits)
+    if teacher_logits.shape != student_logits.shape:
+        raise ValueError(f"teacher_logits {tuple(teacher_logits.shape)} and student_logits "
+                         f"{tuple(student_logits.shape)} differ: vocabularies must match")
+    return (F.log_softmax(student_logits.float() / T, dim=-1),  # (N, V)
+            F.log_softmax(teacher_logits.float() / T, dim=-1))
+
+
 def reduce_tokens(per_token: Tensor, keep: Tensor, reduction: str) -> Tensor:
     """Apply the token selection and the reduction to per-token losses (N,)."""
     per_token = torch.where(keep, per_token, torch.zeros_like(per_token))
@@ -285,16 +301,7 @@ def distill_loss(student_logits: Tensor, teacher_logits: Tensor | TopKTeacher, *
     check_reduction(reduction, REDUCTIONS)
     n, vocab = student_logits.shape
     keep = token_mask(n, mask, labels, ignore_index, student_logits.device, vocab)
-    if isinstance(teacher_logits, TopKTeacher):
-        check_topk(teacher_logits, n, vocab, T)
-        logq, logp = topk_bins(student_logits, teacher_logits, T)  # (N, k+1)
-    else:
-        check_logits("teacher_logits", teacher_logits)
-        if teacher_logits.shape != student_logits.shape:
-            raise ValueError(f"teacher_logits {tuple(teacher_logits.shape)} and student_logits "
-                             f"{tuple(student_logits.shape)} differ: vocabularies must match")
-        logq = F.log_softmax(student_logits.float() / T, dim=-1)  # (N, V)
-        logp = F.log_softmax(teacher_logits.float() / T, dim=-1)  # (N, V)
+    logq, logp = pair_logprobs(student_logits, teacher_logits, T)
     per_token = row_divergence(logq, logp, divergence=divergence, beta=beta, t=t,
                                alpha=alpha)  # (N,)
     return reduce_tokens(per_token, keep, reduction)
