@@ -1,0 +1,309 @@
+"""Tokenizer science: BPE training, data-mixture inference from a merge list (P69), StochasTok (P60).
+
+- :func:`train_bpe` trains a byte-level BPE tokenizer with HF ``tokenizers`` (GPT-2's
+  pre-tokenizer), :func:`merge_list` reads its ordered merges.
+- :func:`merge_pair_counts` replays a merge list on one category's text and records, before
+  every merge t, the count c_{i,t}(p) of every byte pair p (as deltas, the way the official
+  code stores them); :func:`infer_mixture` solves the paper's linear program for the mixture
+  weights alpha from those counts (Hayase, Liu et al., "Data Mixture Inference: What do BPE
+  Tokenizers Reveal about their Training Data?", NeurIPS 2024, arXiv 2407.16607).
+- :func:`stochastok_expansions` and :func:`stochastok_expand`: StochasTok's random splitting of
+  tokens into two in-vocabulary parts (Sims et al., "StochasTok: Improving Fine-Grained Subword
+  Understanding in LLMs", 2025, arXiv 2506.01687).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+
+from cookbook.checks import check_int
+
+Pair = tuple[str, str]
+_LP_METHOD = "highs"
+
+
+# ----------------------------------------------------------------------------------------------
+# BPE with HF tokenizers
+
+
+def train_bpe(texts, num_merges: int, *, min_frequency: int = 2):
+    """A byte-level BPE ``tokenizers.Tokenizer`` with at most ``num_merges`` merges.
+
+    ``texts``: an iterable of strings (documents). Pre-tokenizer and alphabet are GPT-2's
+    (``ByteLevel``, regex split, no prefix space): 256 byte symbols, then one token per merge.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    check_int("num_merges", num_merges, 1)
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=256 + num_merges, min_frequency=min_frequency,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(texts, trainer=trainer)
+    return tok
+
+
+def merge_list(tokenizer) -> list[Pair]:
+    """The ordered merges ``[(left, right), ...]`` of a BPE ``tokenizers.Tokenizer``."""
+    model = json.loads(tokenizer.to_str())["model"]
+    if model.get("type") != "BPE":
+        raise ValueError(f"need a BPE tokenizer, got model type {model.get('type')!r}")
+    return [tuple(m) if isinstance(m, list) else tuple(m.split(" ", 1)) for m in model["merges"]]
+
+
+def pretoken_counts(pre_tokenizer, text: str, chunk_chars: int = 100_000) -> Counter:
+    """How often each pre-token (in the tokenizer's byte-level alphabet) occurs in ``text``."""
+    counts: Counter = Counter()
+    lines = text.splitlines(keepends=True)
+    chunk: list[str] = []
+    size = 0
+    for line in lines + [None]:
+        if line is not None:
+            chunk.append(line)
+            size += len(line)
+        if (line is None or size >= chunk_chars) and chunk:
+            counts.update(w for w, _ in pre_tokenizer.pre_tokenize_str("".join(chunk)))
+            chunk, size = [], 0
+    return counts
+
+
+# ----------------------------------------------------------------------------------------------
+# P69: data mixture inference
+
+
+@dataclass
+class PairCounts:
+    """Byte-pair counts of one category's text while a merge list is replayed on it.
+
+    ``initial``: {pair: count} before the first merge; ``deltas[t]``: {pair: new count} for
+    every pair whose count changed when merge t was applied (so ``deltas[t]`` gives the counts
+    seen before merge t+1); ``num_bytes``: UTF-8 bytes of the text (the normaliser d_i).
+    """
+
+    initial: dict[Pair, int]
+    deltas: list[dict[Pair, int]]
+    num_bytes: int
+
+
+def merge_pair_counts(text: str, merges: list[Pair], pre_tokenizer) -> PairCounts:
+    """Apply ``merges`` in order to ``text`` (split by ``pre_tokenizer``) and record pair counts.
+
+    The standard incremental BPE bookkeeping: an index from each pair to the words holding it, so
+    merge t only rewrites the words that contain its pair. Pairs never cross pre-token
+    boundaries, as in BPE training.
+    """
+    words = pretoken_counts(pre_tokenizer, text)
+    symbols = [list(w) for w in words]
+    freq = list(words.values())
+    counts: defaultdict[Pair, int] = defaultdict(int)
+    where: defaultdict[Pair, set[int]] = defaultdict(set)
+    for i, sym in enumerate(symbols):
+        for p in zip(sym, sym[1:]):
+            counts[p] += freq[i]
+            where[p].add(i)
+    initial = dict(counts)
+    deltas = []
+    for a, b in merges[:-1]:  # counts after the last merge are never compared
+        changed: dict[Pair, int] = {}
+        for i in list(where.pop((a, b), ())):
+            sym, f = symbols[i], freq[i]
+            for p in zip(sym, sym[1:]):
+                counts[p] -= f
+                changed[p] = counts[p]
+            new, k = [], 0
+            while k < len(sym):
+                if k + 1 < len(sym) and sym[k] == a and sym[k + 1] == b:
+                    new.append(a + b)
+                    k += 2
+                else:
+                    new.append(sym[k])
+                    k += 1
+            symbols[i] = new
+            for p in zip(new, new[1:]):
+                counts[p] += f
+                changed[p] = counts[p]
+                where[p].add(i)
+        deltas.append(changed)
+    return PairCounts(initial, deltas, len(text.encode("utf-8")))
+
+
+@dataclass
+class MixtureEstimate:
+    """The LP's answer: ``weights`` (category -> alpha_i, summing to 1) and its diagnostics."""
+
+    weights: dict[str, float]
+    objective: float
+    rounds: int
+    constraints: int
+    missing_merges: int
+
+
+def infer_mixture(merges: list[Pair], counts: dict[str, PairCounts], *, num_merges: int | None = None,
+                  candidates_per_merge: int = 10, max_rounds: int = 50, tol: float = 1e-9) -> MixtureEstimate:
+    """Solve P69's linear program for the category weights alpha of a BPE training set.
+
+    With c_{i,t}(p) the count of pair p in category i's sample before merge t, d_i its bytes and
+    m_t the t-th merge, BPE chose m_t because it was the most frequent pair of the mixture:
+        sum_i alpha_i c_{i,t}(m_t)/d_i >= sum_i alpha_i c_{i,t}(p)/d_i   for all p != m_t.
+    Samples are finite, so each inequality gets slack (v_t per merge, v_p per pair):
+        min  sum_t v_t + sum_p v_p
+        s.t. sum_i alpha_i (c_{i,t}(m_t) - c_{i,t}(p))/d_i + v_t + v_p >= 0,  alpha in the simplex,
+             v >= 0.
+    All (t, p) constraints are too many, so as in the official code they are added lazily: solve,
+    find for every t the ``candidates_per_merge`` pairs that violate the constraint most at the
+    current alpha, add them, solve again, until none is violated. Solved with HiGHS
+    (``scipy.optimize.linprog``); the official code uses Gurobi, which gives the same optimum.
+    """
+    from scipy import sparse
+    from scipy.optimize import linprog
+
+    cats = list(counts)
+    if not cats:
+        raise ValueError("need the pair counts of at least one category")
+    T = min(len(merges), num_merges or len(merges), *(len(c.deltas) + 1 for c in counts.values()))
+    check_int("num_merges", T, 1)
+    n = len(cats)
+    denom = np.array([counts[c].num_bytes for c in cats], dtype=np.float64)
+
+    pair_id: dict[Pair, int] = {}
+
+    def pid(p: Pair) -> int:
+        return pair_id.setdefault(p, len(pair_id))
+
+    init = [{pid(p): v for p, v in counts[c].initial.items()} for c in cats]
+    deltas = []  # per step: (ids, (n, k) counts after the change)
+    for t in range(T - 1):
+        step: dict[int, np.ndarray] = {}
+        for j, c in enumerate(cats):
+            for p, v in counts[c].deltas[t].items():
+                step.setdefault(pid(p), np.full(n, np.nan))[j] = v
+        ids = np.fromiter(step, dtype=np.int64, count=len(step))
+        deltas.append((ids, np.stack([step[k] for k in ids], 1) if len(ids) else np.zeros((n, 0))))
+    merge_ids = [pair_id.get(tuple(m), -1) for m in merges[:T]]
+    P = len(pair_id)
+
+    C0 = np.zeros((n, P))
+    for j in range(n):
+        C0[j, list(init[j])] = list(init[j].values())
+
+    def history(w: np.ndarray):
+        """Yield (t, counts (n, P) before merge t, mixture score w @ counts), updated by the deltas.
+
+        A NaN in a delta means "this category's count did not change at this step".
+        """
+        C = C0.copy()
+        score = w @ C
+        for t in range(T):
+            yield t, C, score
+            if t < T - 1:
+                ids, vals = deltas[t]
+                sub = C[:, ids]
+                keep = ~np.isnan(vals)
+                sub[keep] = vals[keep]
+                C[:, ids] = sub
+                score[ids] = w @ sub
+
+    alpha = np.full(n, 1.0 / n)
+    v_t = np.zeros(T)
+    v_p: dict[int, float] = {}
+    rows: list[tuple[int, int, np.ndarray]] = []  # (t, pair, coefficient vector (n,))
+    seen: set[tuple[int, int]] = set()
+    objective, rounds = 0.0, 0
+    missing = sum(m < 0 for m in merge_ids)
+    for _ in range(max_rounds):
+        rounds += 1
+        w = alpha / denom
+        pen = np.zeros(P)
+        if v_p:
+            pen[list(v_p)] = list(v_p.values())
+        added = 0
+        for t, C, mixed in history(w):
+            m = merge_ids[t]
+            if m < 0:
+                continue
+            score = mixed - pen  # (P,) mixture frequency of every pair, less its slack
+            cutoff = mixed[m] + v_t[t] + tol
+            over = np.flatnonzero(score > cutoff)
+            over = over[over != m]
+            if len(over) > candidates_per_merge:
+                over = over[np.argpartition(-score[over], candidates_per_merge)[:candidates_per_merge]]
+            for p in over:
+                if (t, p) not in seen:
+                    seen.add((t, int(p)))
+                    rows.append((t, int(p), (C[:, m] - C[:, p]) / denom))
+                    added += 1
+        if added == 0:
+            break
+        # variables: alpha (n) | v_t (T) | v_p (one per pair that appears in a constraint)
+        vp_index = {p: k for k, p in enumerate(sorted({p for _, p, _ in rows}))}
+        nv = n + T + len(vp_index)
+        r = len(rows)
+        coef = np.stack([c for _, _, c in rows])                       # (r, n)
+        i_idx = np.concatenate([np.repeat(np.arange(r), n), np.arange(r), np.arange(r)])
+        j_idx = np.concatenate([np.tile(np.arange(n), r), n + np.array([t for t, _, _ in rows]),
+                                n + T + np.array([vp_index[p] for _, p, _ in rows])])
+        vals = np.concatenate([-coef.ravel(), -np.ones(r), -np.ones(r)])  # -(...) <= 0
+        A = sparse.csr_matrix((vals, (i_idx, j_idx)), shape=(r, nv))
+        cost = np.r_[np.zeros(n), np.ones(T + len(vp_index))]
+        A_eq = sparse.csr_matrix((np.ones(n), (np.zeros(n, int), np.arange(n))), shape=(1, nv))
+        res = linprog(cost, A_ub=A, b_ub=np.zeros(r), A_eq=A_eq, b_eq=[1.0],
+                      bounds=[(0, 1)] * n + [(0, None)] * (nv - n), method=_LP_METHOD)
+        if res.status != 0:
+            raise RuntimeError(f"the mixture LP failed: {res.message}")
+        alpha = np.clip(res.x[:n], 0, None)
+        alpha /= alpha.sum()
+        v_t = res.x[n:n + T]
+        v_p = {p: res.x[n + T + k] for p, k in vp_index.items()}
+        objective = float(res.fun)
+    return MixtureEstimate(dict(zip(cats, alpha.tolist())), objective, rounds, len(rows), missing)
+
+
+def mixture_error(true: dict[str, float], estimate: dict[str, float]) -> float:
+    """Mean squared error over categories between true and estimated weights (the paper's metric)."""
+    if set(true) != set(estimate):
+        raise ValueError(f"categories differ: {sorted(true)} vs {sorted(estimate)}")
+    return float(np.mean([(true[c] - estimate[c]) ** 2 for c in true]))
+
+
+# ----------------------------------------------------------------------------------------------
+# P60: StochasTok
+
+
+def stochastok_expansions(vocab: dict[str, int]) -> dict[int, list[tuple[int, int]]]:
+    """Every way to split each multi-symbol token into two tokens that are both in ``vocab``.
+
+    ``vocab``: token string -> id (a tokenizer's ``get_vocab()``; byte-level symbols). As in the
+    official ``StochastokProcessor.build_expansions``: for token s, each cut point j with
+    s[:j] and s[j:] in the vocabulary gives one expansion (id(s[:j]), id(s[j:])).
+    """
+    out: dict[int, list[tuple[int, int]]] = {}
+    for s, i in vocab.items():
+        splits = [(vocab[s[:j]], vocab[s[j:]]) for j in range(1, len(s)) if s[:j] in vocab and s[j:] in vocab]
+        if splits:
+            out[i] = splits
+    return out
+
+
+def stochastok_expand(ids: list[int], expansions: dict[int, list[tuple[int, int]]], p: float,
+                      rng: np.random.Generator) -> list[int]:
+    """StochasTok: try ``int(len(ids) * p)`` times to split a random token into a random expansion.
+
+    Each try picks a position uniformly in the current (growing) sequence; a token without an
+    expansion (a single byte) is left as it is, and a piece made by an earlier split can be split
+    again. The text is unchanged: only its segmentation is (Sims et al. 2025, Alg. 1; ``p`` is
+    their ``expand_prop``, 0.1 in the paper's pretraining runs).
+    """
+    if not 0 <= p <= 1:
+        raise ValueError(f"p (the share of tokens to try splitting) must be in [0, 1], got {p}")
+    ids = list(ids)
+    for _ in range(int(len(ids) * p)):
+        k = int(rng.integers(len(ids)))
+        choices = expansions.get(ids[k])
+        if choices:
+            ids[k:k + 1] = choices[int(rng.integers(len(choices)))]
+    return ids
