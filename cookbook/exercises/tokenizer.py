@@ -44,16 +44,18 @@ def check_alpha_interval(fn: Callable) -> bool | None:
     def reference(m, r):
         d_a, d_b = m[0] - r[0], m[1] - r[1]  # need alpha d_a + (1 - alpha) d_b >= 0
         if d_a >= 0 and d_b >= 0:
-            return torch.tensor([0.0, 1.0])
-        if d_a < 0 and d_b < 0:
-            return torch.tensor([math.nan, math.nan])
-        cut = d_b / (d_b - d_a)
-        return torch.tensor([cut, 1.0] if d_a >= 0 else [0.0, cut])
+            out = [0.0, 1.0]
+        elif d_a < 0 and d_b < 0:
+            out = [math.nan, math.nan]
+        else:
+            cut = d_b / (d_b - d_a)
+            out = [cut, 1.0] if d_a >= 0 else [0.0, cut]
+        return torch.tensor(out, dtype=torch.float64)
 
     cases = [((0.30, 0.10), (0.20, 0.25)), ((0.10, 0.30), (0.25, 0.20)), ((0.5, 0.5), (0.1, 0.2)),
              ((0.1, 0.1), (0.2, 0.3))]
     return check("alpha_interval", lambda m, r: torch.nan_to_num(torch.tensor(fn(m, r), dtype=torch.float64), nan=-1.0),
-                 lambda m, r: torch.nan_to_num(reference(m, r).double(), nan=-1.0), cases, atol=1e-9)
+                 lambda m, r: torch.nan_to_num(reference(m, r), nan=-1.0), cases, atol=1e-9)
 
 
 __all__ = ["check_alpha_interval", "check_bits_per_byte", "check_stochastok_splits"]

@@ -307,3 +307,126 @@ def stochastok_expand(ids: list[int], expansions: dict[int, list[tuple[int, int]
         if choices:
             ids[k:k + 1] = choices[int(rng.integers(len(choices)))]
     return ids
+
+
+# ----------------------------------------------------------------------------------------------
+# P60's multi-digit addition experiment
+
+
+MODES = ("base", "stochastok", "char")
+
+
+@dataclass
+class AdditionTask:
+    """Lines ``"a+b=c\\n"`` under a byte-level BPE, as in StochasTok's multi-digit addition runs.
+
+    ``train_pairs`` / ``test_pairs``: (N, 2) int arrays of disjoint operand pairs. ``ids``: every
+    token id the task can produce (deterministic tokens of all lines, single characters, and the
+    StochasTok pieces they split into) mapped to a compact range so a tiny LM's head stays small;
+    ``vocab_size`` is that range.
+    """
+
+    tokenizer: object
+    expansions: dict[int, list[tuple[int, int]]]
+    train_pairs: np.ndarray
+    test_pairs: np.ndarray
+    ids: dict[int, int]
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.ids)
+
+    def encode(self, text: str, mode: str) -> list[int]:
+        """Compact ids of ``text``: the tokenizer's segmentation ("base"), or one token per character ("char")."""
+        if mode == "char":
+            return [self.ids[self.tokenizer.encode(ch).ids[0]] for ch in text]
+        return [self.ids[i] for i in self.tokenizer.encode(text).ids]
+
+    def decode(self, ids: list[int]) -> str:
+        inverse = {k: i for i, k in self.ids.items()}
+        return self.tokenizer.decode([inverse[k] for k in ids])
+
+
+def addition_task(tokenizer, digits: int, n_train: int, n_test: int, seed: int = 0) -> AdditionTask:
+    """Random operand pairs below 10**digits, split into disjoint train and test sets (no pair in both)."""
+    check_int("digits", digits, 1)
+    rng = np.random.default_rng(seed)
+    space = 10 ** (2 * digits)
+    if n_train + n_test > space:
+        raise ValueError(f"only {space} pairs of {digits}-digit numbers, asked for {n_train + n_test}")
+    flat = rng.choice(space, size=n_train + n_test, replace=False)
+    pairs = np.stack([flat // 10 ** digits, flat % 10 ** digits], 1)
+    expansions = stochastok_expansions(tokenizer.get_vocab())
+    used = {tokenizer.encode(ch).ids[0] for ch in "0123456789+=\n"}
+    for a, b in pairs:
+        used.update(tokenizer.encode(f"{a}+{b}={a + b}\n").ids)
+    todo = list(used)
+    while todo:  # close under splitting: StochasTok may produce any piece of any token used
+        for piece in (x for pair in expansions.get(todo.pop(), []) for x in pair):
+            if piece not in used:
+                used.add(piece)
+                todo.append(piece)
+    ids = {i: k for k, i in enumerate(sorted(used))}
+    return AdditionTask(tokenizer, expansions, pairs[:n_train], pairs[n_train:], ids)
+
+
+def addition_stream(task: AdditionTask, mode: str, *, p: float = 0.1, seed: int = 0,
+                    lines_per_doc: int = 50):
+    """The training stream (1-d LongTensor of compact ids): the train lines in documents of ``lines_per_doc``.
+
+    "stochastok" expands each document's deterministic tokens with :func:`stochastok_expand`
+    (once, as the official preprocessing does); "char" uses one token per character.
+    """
+    import torch
+
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    rng = np.random.default_rng(seed)
+    inverse = {k: i for i, k in task.ids.items()}
+    out: list[int] = []
+    pairs = task.train_pairs
+    for start in range(0, len(pairs), lines_per_doc):
+        text = "".join(f"{a}+{b}={a + b}\n" for a, b in pairs[start:start + lines_per_doc])
+        doc = task.encode(text, "char" if mode == "char" else "base")
+        if mode == "stochastok":
+            doc = [task.ids[i] for i in stochastok_expand([inverse[k] for k in doc], task.expansions, p, rng)]
+        out += doc
+    return torch.tensor(out, dtype=torch.long)
+
+
+def addition_scores(model, task: AdditionTask, mode: str, n: int | None = None) -> dict[str, float]:
+    """Exact-match accuracy of greedy answers and bits per byte on held-out lines.
+
+    Prompts ``"a+b="`` are tokenized deterministically (one token per character for "char"
+    models), answers decoded to text and compared with ``str(a + b)``. Bits per byte score the
+    whole line ``"a+b=c\\n"`` after a ``"\\n"`` context token, so models with different
+    segmentations are compared per byte (:func:`cookbook.metrics.bits_per_byte`).
+    """
+    import torch
+
+    from cookbook.metrics import bits_per_byte
+    from cookbook.models.lm import continue_ids
+
+    enc_mode = "char" if mode == "char" else "base"
+    pairs = task.test_pairs[:n]
+    groups: dict[int, list[tuple[list[int], str]]] = defaultdict(list)
+    for a, b in pairs:
+        prompt = task.encode(f"{a}+{b}=", enc_mode)
+        groups[len(prompt)].append((prompt, str(a + b)))
+    correct, nll, nbytes = 0, 0.0, 0
+    width = len(str(2 * 10 ** len(str(pairs.max())))) + 1
+    model.eval()
+    with torch.no_grad():
+        for items in groups.values():
+            ids = torch.tensor([p for p, _ in items])
+            out = continue_ids(model, ids, width)[:, ids.shape[1]:]
+            for row, (_, answer) in zip(out.tolist(), items):
+                correct += task.decode(row).split("\n", 1)[0] == answer
+        newline = task.encode("\n", enc_mode)
+        for a, b in pairs:
+            line = f"{a}+{b}={a + b}\n"
+            x = torch.tensor([newline + task.encode(line, enc_mode)])
+            logp = model(x).logits[0, :-1].float().log_softmax(-1)
+            nll -= logp.gather(1, x[0, 1:, None]).sum().item()
+            nbytes += len(line.encode())
+    return {"accuracy": correct / len(pairs), "bpb": bits_per_byte(nll, nbytes)}
