@@ -167,3 +167,78 @@ def test_stochastok_expand_keeps_the_text_and_lengthens():
     assert T.stochastok_expand(ids, exp, 0.0, rng) == ids
     with pytest.raises(ValueError, match="p"):
         T.stochastok_expand(ids, exp, 1.5, rng)
+
+
+def test_addition_task_streams_and_scores():
+    tok = gpt2_tokenizer()
+    task = T.addition_task(tok, 2, 300, 20, seed=0)
+    train = {tuple(p) for p in task.train_pairs.tolist()}
+    assert not train & {tuple(p) for p in task.test_pairs.tolist()}
+    base = T.addition_stream(task, "base")
+    char = T.addition_stream(task, "char")
+    sto = T.addition_stream(task, "stochastok", p=0.5, seed=1)
+    assert task.decode(base.tolist()) == task.decode(char.tolist()) == task.decode(sto.tolist())
+    assert len(base) < len(sto) < len(char)
+    assert int(max(base.max(), sto.max(), char.max())) < task.vocab_size
+    with pytest.raises(ValueError, match="mode"):
+        T.addition_stream(task, "bytes")
+    with pytest.raises(ValueError, match="pairs"):
+        T.addition_task(tok, 1, 90, 20)
+    from cookbook.models.lm import tiny_llama
+
+    model = tiny_llama(vocab_size=task.vocab_size, hidden=16, layers=1, heads=2, intermediate=32, max_len=32)
+    scores = T.addition_scores(model, task, "base", n=5)
+    assert 0.0 <= scores["accuracy"] <= 1.0
+    assert scores["bpb"] > 0  # an untrained model: about log2(vocab) bits per token spread over the bytes
+
+
+# ---------------------------------------------------------------- P10 hierarchical model
+
+
+def test_split_and_pack_words_round_trip():
+    from cookbook.models.hierarchical import BYTE_PAD, pack_words, split_words
+
+    text = "Tab\tand  two spaces,\nnewline; über-long-word-that-is-cut "
+    words = split_words(text)
+    assert b"".join(words) == text.encode("utf-8")
+    packed = pack_words(words, 8)
+    assert packed.shape[1] == 8 and (packed == BYTE_PAD).any()
+    assert bytes(b for b in packed.flatten().tolist() if b != BYTE_PAD) == text.encode("utf-8")
+
+
+def test_hierarchical_lm_is_causal_over_words_and_learns():
+    from cookbook.models.hierarchical import HierarchicalLM
+
+    torch.manual_seed(0)
+    model = HierarchicalLM(dim=16, backbone_dim=32, heads=2, max_words=8, max_bytes=6)
+    words = T.word_windows("the cat sat on the mat and the dog sat on the log " * 4, 8, 6)
+    nll, n = model(words)
+    assert torch.isfinite(nll) and n == int((words[:, 1:] != 256).sum())
+    # the NLL of word k+1 must not depend on later words: perturb the last word only
+    model.eval()
+    changed = torch.cat([words[:, :-1], torch.full_like(words[:, -1:], 97)], 1)
+    a, b = model.word_nll(words)[0], model.word_nll(changed)[0]
+    assert torch.allclose(a[:, :-1], b[:, :-1], atol=1e-5) and not torch.allclose(a[:, -1], b[:, -1])
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    first = None
+    for _ in range(30):
+        loss = model(words)[0] / n
+        first = first or loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < first
+    with pytest.raises(ValueError, match="max_bytes"):
+        model(torch.zeros(1, 3, 5, dtype=torch.long))
+
+
+def test_bits_per_byte_of_a_token_model_uses_token_bytes():
+    from cookbook.models.lm import tiny_llama
+
+    tok = T.train_bpe(["hello world, hello tokens " * 20], 20, min_frequency=1)
+    ids, nbytes = T.token_windows(tok, "hello world, hello tokens " * 10, 8)
+    assert int(nbytes.sum()) == sum(len(t) for t in tok.encode("hello world, hello tokens " * 10).tokens[: ids.numel()])
+    model = tiny_llama(vocab_size=tok.get_vocab_size(), hidden=16, layers=1, heads=2, intermediate=32, max_len=8)
+    bpb = T.bits_per_byte_of(model, ids, nbytes)
+    assert 0 < bpb < 3 * math.log2(tok.get_vocab_size())

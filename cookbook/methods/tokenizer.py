@@ -430,3 +430,53 @@ def addition_scores(model, task: AdditionTask, mode: str, n: int | None = None) 
             nll -= logp.gather(1, x[0, 1:, None]).sum().item()
             nbytes += len(line.encode())
     return {"accuracy": correct / len(pairs), "bpb": bits_per_byte(nll, nbytes)}
+
+
+# ----------------------------------------------------------------------------------------------
+# P10: a byte/word hierarchical model against a BPE model, both in bits per byte
+
+
+def token_windows(tokenizer, text: str, seq_len: int):
+    """(N, seq_len) token ids of ``text`` and (N, seq_len) bytes per token (byte-level BPE: one symbol = one byte)."""
+    import torch
+
+    enc = tokenizer.encode(text)
+    n = len(enc.ids) // seq_len * seq_len
+    ids = torch.tensor(enc.ids[:n], dtype=torch.long).view(-1, seq_len)
+    nbytes = torch.tensor([len(t) for t in enc.tokens[:n]], dtype=torch.long).view(-1, seq_len)
+    return ids, nbytes
+
+
+def word_windows(text: str, words_per_row: int, max_bytes: int):
+    """(N, words_per_row, max_bytes) byte ids of ``text``'s words (``cookbook.models.hierarchical``)."""
+    from cookbook.models.hierarchical import pack_words, split_words
+
+    packed = pack_words(split_words(text), max_bytes)
+    n = len(packed) // words_per_row * words_per_row
+    return packed[:n].view(-1, words_per_row, max_bytes)
+
+
+def bits_per_byte_of(model, windows, token_bytes=None, batch_size: int = 32) -> float:
+    """Held-out bits per byte of a token LM (``token_bytes`` given) or a ``HierarchicalLM`` (None).
+
+    Token LM: NLL of tokens 2..L of every window over the bytes of those tokens. Hierarchical: its
+    own NLL of words 2..W (bytes and end-of-word symbols) over their bytes. Either way the first
+    unit of a window is context only, and the denominator is bytes (``metrics.bits_per_byte``).
+    """
+    import torch
+
+    from cookbook.metrics import bits_per_byte
+
+    nll, nbytes = 0.0, 0
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, len(windows), batch_size):
+            x = windows[start:start + batch_size]
+            if token_bytes is None:
+                part, count = model(x)
+                nll, nbytes = nll + float(part), nbytes + count
+            else:
+                logp = model(x).logits[:, :-1].float().log_softmax(-1)
+                nll -= logp.gather(-1, x[:, 1:, None]).sum().item()
+                nbytes += int(token_bytes[start:start + batch_size, 1:].sum())
+    return bits_per_byte(nll, nbytes)
