@@ -242,3 +242,12 @@ def test_bits_per_byte_of_a_token_model_uses_token_bytes():
     model = tiny_llama(vocab_size=tok.get_vocab_size(), hidden=16, layers=1, heads=2, intermediate=32, max_len=8)
     bpb = T.bits_per_byte_of(model, ids, nbytes)
     assert 0 < bpb < 3 * math.log2(tok.get_vocab_size())
+
+
+def test_merge_list_rejects_a_non_bpe_tokenizer():
+    from tokenizers import Tokenizer, models
+
+    with pytest.raises(ValueError, match="BPE"):
+        T.merge_list(Tokenizer(models.WordLevel({"a": 0}, unk_token="a")))
+    with pytest.raises(ValueError, match="num_merges"):
+        T.train_bpe(["abc"], 0)
