@@ -176,7 +176,7 @@ def test_addition_task_streams_and_scores():
     assert not train & {tuple(p) for p in task.test_pairs.tolist()}
     base = T.addition_stream(task, "base")
     char = T.addition_stream(task, "char")
-    sto = T.addition_stream(task, "stochastok", p=0.5, seed=1)
+    sto = T.addition_stream(task, "stochastok", p=0.5, seed=0)  # same seed: same line order
     assert task.decode(base.tolist()) == task.decode(char.tolist()) == task.decode(sto.tolist())
     assert len(base) < len(sto) < len(char)
     assert int(max(base.max(), sto.max(), char.max())) < task.vocab_size
@@ -251,3 +251,12 @@ def test_merge_list_rejects_a_non_bpe_tokenizer():
         T.merge_list(Tokenizer(models.WordLevel({"a": 0}, unk_token="a")))
     with pytest.raises(ValueError, match="num_merges"):
         T.train_bpe(["abc"], 0)
+
+
+def test_addition_stream_epochs_reshuffle_and_redraw():
+    task = T.addition_task(gpt2_tokenizer(), 2, 200, 10, seed=0)
+    one = T.addition_stream(task, "stochastok", p=0.5, seed=0)
+    two = T.addition_stream(task, "stochastok", p=0.5, seed=0, epochs=2)
+    text = task.decode(two.tolist())
+    assert sorted(text.splitlines()) == sorted(task.decode(one.tolist()).splitlines() * 2)
+    assert text[: len(text) // 2] != text[len(text) // 2:]  # the second pass is a new order

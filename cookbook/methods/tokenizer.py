@@ -371,26 +371,30 @@ def addition_task(tokenizer, digits: int, n_train: int, n_test: int, seed: int =
 
 
 def addition_stream(task: AdditionTask, mode: str, *, p: float = 0.1, seed: int = 0,
-                    lines_per_doc: int = 50):
-    """The training stream (1-d LongTensor of compact ids): the train lines in documents of ``lines_per_doc``.
+                    lines_per_doc: int = 50, epochs: int = 1):
+    """The training stream (1-d LongTensor of compact ids): ``epochs`` passes over the train lines.
 
-    "stochastok" expands each document's deterministic tokens with :func:`stochastok_expand`
-    (once, as the official preprocessing does); "char" uses one token per character.
+    Each pass shuffles the lines and groups them in documents of ``lines_per_doc``; "stochastok"
+    expands each document's deterministic tokens with :func:`stochastok_expand` (a fresh draw per
+    pass: the official code expands its one-pass data once, and a short run that repeats a fixed
+    expansion would memorise it); "char" uses one token per character.
     """
     import torch
 
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    check_int("epochs", epochs, 1)
     rng = np.random.default_rng(seed)
     inverse = {k: i for i, k in task.ids.items()}
     out: list[int] = []
-    pairs = task.train_pairs
-    for start in range(0, len(pairs), lines_per_doc):
-        text = "".join(f"{a}+{b}={a + b}\n" for a, b in pairs[start:start + lines_per_doc])
-        doc = task.encode(text, "char" if mode == "char" else "base")
-        if mode == "stochastok":
-            doc = [task.ids[i] for i in stochastok_expand([inverse[k] for k in doc], task.expansions, p, rng)]
-        out += doc
+    for _ in range(epochs):
+        pairs = task.train_pairs[rng.permutation(len(task.train_pairs))]
+        for start in range(0, len(pairs), lines_per_doc):
+            text = "".join(f"{a}+{b}={a + b}\n" for a, b in pairs[start:start + lines_per_doc])
+            doc = task.encode(text, "char" if mode == "char" else "base")
+            if mode == "stochastok":
+                doc = [task.ids[i] for i in stochastok_expand([inverse[k] for k in doc], task.expansions, p, rng)]
+            out += doc
     return torch.tensor(out, dtype=torch.long)
 
 
