@@ -1,4 +1,4 @@
-"""Evaluation metrics, one definition each: accuracy, per-class accuracy, perplexity, agreement.
+"""Evaluation metrics, one definition each: accuracy, per-class accuracy, perplexity, bits per byte, agreement.
 
 Classification metrics take logits (N, C) or predicted labels (N,); LM metrics read a top-k
 teacher cache of held-out sequences (``cookbook.teachers.topk_cache``). Every notebook and the
@@ -56,6 +56,23 @@ def per_class_accuracy(scores: Tensor, labels: Tensor, num_classes: int | None =
 def perplexity(mean_nll: float) -> float:
     """exp(mean next-token negative log-likelihood in nats)."""
     return math.exp(mean_nll)
+
+
+def bits_per_byte(nll_sum: float, num_bytes: int) -> float:
+    """Bits per UTF-8 byte: the summed negative log-likelihood (nats) of a text over its byte count.
+
+    bpb = sum_t -ln p(x_t | x_<t) / (ln 2 * bytes(text)). The sum runs over whatever units the
+    model predicts (tokens of any tokenizer, bytes, words), so two models with different
+    tokenizers are compared on the same denominator; per-token perplexity is not comparable
+    across tokenizers (a tokenizer with longer tokens has fewer, harder predictions). The one
+    fair cross-tokenizer metric of notebook 08b (as in P10, Neitemeier et al. 2025).
+    """
+    nll_sum = float(nll_sum)
+    if not isinstance(num_bytes, (int, np.integer)) or num_bytes <= 0:
+        raise ValueError(f"num_bytes must be a positive int (the UTF-8 length of the scored text), got {num_bytes!r}")
+    if not math.isfinite(nll_sum) or nll_sum < 0:
+        raise ValueError(f"nll_sum must be a finite sum of negative log-likelihoods >= 0 (nats), got {nll_sum}")
+    return nll_sum / (math.log(2) * int(num_bytes))
 
 
 def top1_agreement(student_logits: Tensor, teacher_top1: Tensor) -> Tensor:

