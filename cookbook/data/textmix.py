@@ -41,7 +41,7 @@ from pathlib import Path
 
 from cookbook.checks import check_choice
 from cookbook.config import ASSETS
-from cookbook.data._common import Found, committed, find_user_file, not_found, unit_hash
+from cookbook.data._common import Found, locate_user_or_committed, unit_hash
 
 ASSET = "data/textmix.json.xz"
 CATEGORIES = ("english", "german", "french", "python", "c", "java", "javascript", "perl")
@@ -225,16 +225,9 @@ def _pools(table: dict[str, list[list[str]]], found: Found) -> TextMix:
 
 
 def locate_textmix() -> Found:
-    searched: list[str] = []
-    user = find_user_file("textmix.json.xz", searched)
-    if user is not None:
-        return user
-    path = committed(ASSET)
-    searched.append(f"assets/{ASSET}")
-    if path is not None:
-        return Found("assets", path)
-    raise not_found("textmix", searched, "python -m cookbook.data build textmix (needs man pages, a JDK, "
-                    "Node/npm and Perl on the machine)")
+    return locate_user_or_committed("textmix.json.xz", ASSET, "textmix",
+                                    "python -m cookbook.data build textmix (needs man pages, a JDK, "
+                                    "Node/npm and Perl on the machine)")
 
 
 def load_textmix() -> TextMix:
